@@ -1,0 +1,368 @@
+//! The actor: one thread that owns the [`State`], and the dispatcher thread that runs
+//! callbacks so that no user code ever runs on the actor thread.
+//!
+//! Shutdown order: a `Close` message (or the last handle dropping) makes the actor fail
+//! every pending wait with `EngineClosed`, close every subscription and return; that
+//! drops the command receiver (later calls see `EngineClosed`) and the dispatcher's
+//! sender, so the dispatcher finishes the callbacks already queued and returns too.
+//! `Handle::close` joins the actor first, then the dispatcher.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::reply;
+use crate::state::{AcquireRequest, Command, Grant, Reply, State, WaitId};
+use crate::subscription::SubQueue;
+use crate::types::{Event, EventKind, LeaseCell, LeaseState, LostReason, SessionId};
+
+/// Told to an acquirer's `on_lost` callback, on the dispatcher thread.
+#[derive(Debug, Clone)]
+pub struct LostNotice {
+    pub resource: Arc<str>,
+    pub fence: u64,
+    pub session_id: SessionId,
+    pub reason: LostReason,
+}
+
+/// Called once, on the dispatcher thread, if a lease is lost (not on a normal release).
+pub type LostCallback = Arc<dyn Fn(&LostNotice) + Send + Sync>;
+
+pub(crate) type GrantResult = Result<Vec<Grant>>;
+
+pub(crate) enum Msg {
+    Call {
+        cmd: Command,
+        reply: Option<reply::Sender<Result<Reply>>>,
+    },
+    Acquire {
+        req: AcquireRequest,
+        done: reply::Sender<GrantResult>,
+        /// For `enqueue`: told at once whether the request waits (`Some(position)`),
+        /// was settled at once (`None`: the outcome is in `done`), or failed.
+        ack: Option<reply::Sender<Result<Option<u64>>>>,
+        on_lost: Option<LostCallback>,
+    },
+    Subscribe {
+        queue: Arc<SubQueue>,
+        since: Option<u64>,
+        reply: reply::Sender<Result<()>>,
+    },
+    Close,
+}
+
+pub(crate) enum Job {
+    Lost(LostCallback, LostNotice),
+    Drain(Arc<SubQueue>),
+}
+
+struct Waiter {
+    done: reply::Sender<GrantResult>,
+    on_lost: Option<LostCallback>,
+}
+
+struct Watched {
+    cell: Arc<LeaseCell>,
+    notice: LostNotice,
+    callback: LostCallback,
+}
+
+pub(crate) struct Actor {
+    state: State,
+    clock: Arc<dyn Clock>,
+    rx: Receiver<Msg>,
+    waiters: HashMap<WaitId, Waiter>,
+    subscribers: Vec<Arc<SubQueue>>,
+    /// Leases with an `on_lost` callback, by fence.
+    watched: HashMap<u64, Watched>,
+    jobs: Sender<Job>,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        state: State,
+        clock: Arc<dyn Clock>,
+        rx: Receiver<Msg>,
+        jobs: Sender<Job>,
+    ) -> Self {
+        Actor {
+            state,
+            clock,
+            rx,
+            waiters: HashMap::new(),
+            subscribers: Vec::new(),
+            watched: HashMap::new(),
+            jobs,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            let msg = match self.state.next_deadline() {
+                None => self.rx.recv().ok(),
+                Some(at) => {
+                    let now = self.clock.now();
+                    match at.checked_sub(now).filter(|d| !d.is_zero()) {
+                        None => Some(Msg::Call {
+                            cmd: Command::Tick,
+                            reply: None,
+                        }),
+                        Some(wait) => match self.rx.recv_timeout(wait) {
+                            Ok(m) => Some(m),
+                            Err(RecvTimeoutError::Timeout) => Some(Msg::Call {
+                                cmd: Command::Tick,
+                                reply: None,
+                            }),
+                            Err(RecvTimeoutError::Disconnected) => None,
+                        },
+                    }
+                }
+            };
+            match msg {
+                None | Some(Msg::Close) => break,
+                Some(msg) => self.handle(msg),
+            }
+        }
+        let _ = self.apply(Command::Close);
+        for sub in &self.subscribers {
+            sub.close();
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) -> Result<Reply> {
+        let (reply, fx) = self.state.apply(self.clock.now(), cmd);
+        self.publish(fx.events);
+        self.complete(fx.completions);
+        reply
+    }
+
+    /// Delivers the outcomes of queued requests, and of the undos they cause.
+    fn complete(&mut self, completions: Vec<(WaitId, GrantResult)>) {
+        let mut pending: VecDeque<_> = completions.into();
+        while let Some((id, outcome)) = pending.pop_front() {
+            if let Some(w) = self.waiters.remove(&id) {
+                pending.extend(self.deliver(w.done, outcome, w.on_lost));
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Call { cmd, reply } => {
+                let result = self.apply(cmd);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Msg::Acquire {
+                req,
+                done,
+                ack,
+                on_lost,
+            } => {
+                let wait = req.wait;
+                match self.apply(Command::Acquire(req)) {
+                    Ok(Reply::Queued { position }) => {
+                        self.waiters.insert(wait, Waiter { done, on_lost });
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Ok(Some(position)));
+                        }
+                    }
+                    Ok(Reply::Granted(grants)) => {
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Ok(None));
+                        }
+                        let more = self.deliver(done, Ok(grants), on_lost);
+                        self.complete(more);
+                    }
+                    other => {
+                        let err = match other {
+                            Err(e) => e,
+                            Ok(r) => Error::Internal(format!("acquire answered {r:?}")),
+                        };
+                        match ack {
+                            Some(ack) => drop(ack.send(Err(err))),
+                            None => drop(done.send(Err(err))),
+                        }
+                    }
+                }
+            }
+            Msg::Subscribe {
+                queue,
+                since,
+                reply,
+            } => {
+                let result = match since.map(|since| self.apply(Command::Replay { since })) {
+                    Some(Ok(Reply::Replay { events, missed })) => {
+                        if missed > 0 {
+                            queue.push(Arc::new(Event::lagged(missed)));
+                        }
+                        for ev in events.into_iter().filter(|e| queue.wants(e)) {
+                            queue.push(ev);
+                        }
+                        Ok(())
+                    }
+                    Some(Ok(r)) => Err(Error::Internal(format!("replay answered {r:?}"))),
+                    Some(Err(e)) => Err(e),
+                    None => Ok(()),
+                };
+                if result.is_ok() {
+                    self.schedule(&queue);
+                    self.subscribers.push(queue);
+                }
+                let _ = reply.send(result);
+            }
+            Msg::Close => {}
+        }
+    }
+
+    /// Hands a grant (or failure) to its waiter. A grant whose waiter is gone is undone
+    /// at once; the undo's own completions are returned for the caller to deliver.
+    fn deliver(
+        &mut self,
+        done: reply::Sender<GrantResult>,
+        outcome: GrantResult,
+        on_lost: Option<LostCallback>,
+    ) -> Vec<(WaitId, GrantResult)> {
+        let watch: Vec<(u64, Arc<LeaseCell>, LostNotice)> = match (&outcome, &on_lost) {
+            (Ok(grants), Some(_)) => grants
+                .iter()
+                .map(|g| {
+                    let notice = LostNotice {
+                        resource: g.resource.clone(),
+                        fence: g.fence,
+                        session_id: g.session_id,
+                        reason: LostReason::Expired,
+                    };
+                    (g.fence, g.cell.clone(), notice)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        match done.send(outcome) {
+            Ok(()) => {
+                if let Some(callback) = on_lost {
+                    for (fence, cell, notice) in watch {
+                        self.watched.insert(
+                            fence,
+                            Watched {
+                                cell,
+                                notice,
+                                callback: callback.clone(),
+                            },
+                        );
+                    }
+                }
+                Vec::new()
+            }
+            Err(Ok(grants)) => {
+                let mut more = Vec::new();
+                for g in grants {
+                    let cmd = Command::Release {
+                        resource: g.resource.to_string(),
+                        token: g.token,
+                    };
+                    let (_, fx) = self.state.apply(self.clock.now(), cmd);
+                    self.publish(fx.events);
+                    more.extend(fx.completions);
+                }
+                more
+            }
+            Err(Err(_)) => Vec::new(),
+        }
+    }
+
+    fn publish(&mut self, events: Vec<Arc<Event>>) {
+        if events.is_empty() {
+            return;
+        }
+        if !self.watched.is_empty() {
+            for ev in &events {
+                self.notice_loss(ev);
+            }
+        }
+        self.subscribers.retain(|s| !s.is_closed());
+        for sub in &self.subscribers {
+            let mut any = false;
+            for ev in events.iter().filter(|e| sub.wants(e)) {
+                sub.push(ev.clone());
+                any = true;
+            }
+            if any {
+                self.schedule(sub);
+            }
+        }
+    }
+
+    /// Queues a drain job for a callback subscription that has events and none queued.
+    fn schedule(&self, sub: &Arc<SubQueue>) {
+        if sub.callback.is_some() && !sub.is_empty() && !sub.scheduled.swap(true, Ordering::AcqRel)
+        {
+            let _ = self.jobs.send(Job::Drain(sub.clone()));
+        }
+    }
+
+    fn notice_loss(&mut self, ev: &Event) {
+        let ends = matches!(
+            ev.kind,
+            EventKind::Released
+                | EventKind::Expired
+                | EventKind::Preempted
+                | EventKind::ForceReleased
+        );
+        let Some(fence) = ev.fence.filter(|_| ends) else {
+            return;
+        };
+        if let Some(w) = self.watched.remove(&fence) {
+            if let LeaseState::Lost(reason) = w.cell.get() {
+                let _ = self
+                    .jobs
+                    .send(Job::Lost(w.callback, LostNotice { reason, ..w.notice }));
+            }
+        }
+    }
+}
+
+/// The dispatcher thread: runs callbacks in order until the actor is gone. A callback
+/// that panics is caught and does not stop later ones.
+pub(crate) fn dispatch(jobs: Receiver<Job>) {
+    for job in jobs {
+        match job {
+            Job::Lost(callback, notice) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| callback(&notice)));
+            }
+            Job::Drain(sub) => drain(&sub),
+        }
+    }
+}
+
+fn drain(sub: &SubQueue) {
+    let Some(callback) = &sub.callback else {
+        return;
+    };
+    loop {
+        while let Some(ev) = sub.try_pop() {
+            if sub.is_closed() {
+                return;
+            }
+            let mut f = callback.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = catch_unwind(AssertUnwindSafe(|| f(&ev)));
+        }
+        sub.scheduled.store(false, Ordering::Release);
+        // An event pushed after the last pop finds `scheduled` false and queues a new
+        // job; if it came before, we take it here.
+        if sub.is_empty() || sub.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+    }
+}
+
+/// The resource filter of a subscription.
+pub(crate) fn filter_of(resources: Option<&[String]>) -> Option<HashSet<Arc<str>>> {
+    resources.map(|rs| rs.iter().map(|r| Arc::from(r.as_str())).collect())
+}

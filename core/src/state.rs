@@ -1,0 +1,1385 @@
+//! The pure lock state machine: every table, queue, session and counter of an engine,
+//! changed only by [`State::apply`]. No I/O, no clock, no threads: time comes in as
+//! `now`, a monotonic duration since the engine's clock started.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::types::*;
+
+/// Identifies one acquire request, chosen by the caller and unique per engine.
+pub type WaitId = u64;
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TTL of a lease whose acquire gives none.
+    pub lock_ttl: Option<Duration>,
+    /// TTL of a session that opens without one.
+    pub session_ttl: Option<Duration>,
+    /// Events kept per resource and per session.
+    pub history_limit: usize,
+    /// Events kept in the global ring (for `history` and `subscribe(since)`).
+    pub global_history: usize,
+    /// `on_expire` of a session that opens without one.
+    pub on_session_expire: OnExpire,
+    /// Events a subscriber may have unread before it is sent a `lagged` marker.
+    pub subscriber_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lock_ttl: None,
+            session_ttl: None,
+            history_limit: 100,
+            global_history: 10_000,
+            on_session_expire: OnExpire::Release,
+            subscriber_buffer: 1024,
+        }
+    }
+}
+
+/// What a session is opened with.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub name: String,
+    /// A JSON object; `Value::Null` is taken as `{}`.
+    pub metadata: serde_json::Value,
+    /// `None`: the engine's `session_ttl`.
+    pub ttl: Option<Duration>,
+    /// `None`: the engine's `on_session_expire`.
+    pub on_expire: Option<OnExpire>,
+}
+
+/// One acquire request, for one or several resources (all or nothing).
+#[derive(Debug, Clone)]
+pub struct AcquireRequest {
+    pub wait: WaitId,
+    pub session: SessionId,
+    pub resources: Vec<String>,
+    pub mode: Mode,
+    /// `None` waits forever, zero tries once without queueing.
+    pub timeout: Option<Duration>,
+    /// `None`: the engine's `lock_ttl`.
+    pub ttl: Option<Duration>,
+    pub priority: u8,
+    pub preempt: bool,
+    pub reason: Option<String>,
+    pub break_stale: bool,
+}
+
+/// A request to the state machine.
+#[derive(Debug, Clone)]
+pub enum Command {
+    OpenSession(SessionSpec),
+    CloseSession(SessionId),
+    /// One open session's listing entry.
+    Session(SessionId),
+    Heartbeat(SessionId),
+    Acquire(AcquireRequest),
+    /// Withdraws a request: removes its queue entry or, if it was granted meanwhile,
+    /// releases what it was granted (its caller is gone and never saw the grant).
+    Cancel {
+        wait: WaitId,
+        resources: Vec<String>,
+    },
+    Position(WaitId),
+    Release {
+        resource: String,
+        token: Token,
+    },
+    Renew {
+        resource: String,
+        token: Token,
+        ttl: Option<Duration>,
+    },
+    ForceRelease {
+        resource: String,
+        reason: Option<String>,
+    },
+    Status(String),
+    Locks,
+    Sessions,
+    Check {
+        resource: String,
+        session: SessionId,
+        action: Action,
+    },
+    CheckFence {
+        resource: String,
+        fence: u64,
+    },
+    History {
+        resource: Option<String>,
+        session: Option<SessionId>,
+        limit: Option<usize>,
+    },
+    /// The global ring's events after `since`, and how many of them are already gone.
+    Replay {
+        since: u64,
+    },
+    /// Fails every pending wait with `EngineClosed`.
+    Close,
+    /// Does nothing but what every command does first: process due deadlines.
+    Tick,
+}
+
+/// A granted lease, as handed to its holder (the only place a token appears).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub resource: Arc<str>,
+    pub mode: Mode,
+    pub session_id: SessionId,
+    pub token: Token,
+    pub fence: u64,
+    pub acquired_at: f64,
+    pub expires_at: Option<f64>,
+    pub ttl: Option<Duration>,
+    pub priority: u8,
+    pub cell: Arc<LeaseCell>,
+}
+
+/// The answer to a command.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Unit,
+    Session(SessionInfo),
+    Count(usize),
+    Granted(Vec<Grant>),
+    /// The request waits; its outcome comes later as a completion.
+    Queued {
+        position: u64,
+    },
+    Position(Option<u64>),
+    Renewed {
+        expires_at: Option<f64>,
+    },
+    Status(ResourceStatus),
+    Locks(Vec<ResourceStatus>),
+    Sessions(Vec<SessionInfo>),
+    Bool(bool),
+    History(Vec<Arc<Event>>),
+    Replay {
+        events: Vec<Arc<Event>>,
+        missed: u64,
+    },
+}
+
+/// What a command caused besides its reply.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub events: Vec<Arc<Event>>,
+    /// Outcomes of earlier queued requests (granted, timed out, failed).
+    pub completions: Vec<(WaitId, Result<Vec<Grant>>)>,
+}
+
+#[derive(Debug)]
+struct SessionRec {
+    name: Arc<str>,
+    metadata: Arc<serde_json::Value>,
+    ttl: Option<Duration>,
+    on_expire: OnExpire,
+    opened: u64,
+    created_at: f64,
+    last_seen: Duration,
+    stale: bool,
+    leases: BTreeSet<Arc<str>>,
+    waits: HashSet<WaitId>,
+}
+
+impl SessionRec {
+    fn expires(&self) -> Option<Duration> {
+        match self.stale {
+            true => None,
+            false => self.ttl.map(|t| self.last_seen + t),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Holder {
+    session: SessionId,
+    mode: Mode,
+    token: Token,
+    fence: u64,
+    acquired_at: f64,
+    expires: Option<Duration>,
+    ttl: Option<Duration>,
+    priority: u8,
+    reason: Option<Arc<str>>,
+    wait: WaitId,
+    cell: Arc<LeaseCell>,
+}
+
+#[derive(Debug, Default)]
+struct ResourceRec {
+    holders: Vec<Holder>,
+    /// Waiting requests by (priority, arrival).
+    queue: BTreeMap<(u8, u64), WaitId>,
+}
+
+#[derive(Debug)]
+struct WaitRec {
+    session: SessionId,
+    resources: Vec<Arc<str>>,
+    mode: Mode,
+    priority: u8,
+    arrival: u64,
+    ttl: Option<Duration>,
+    deadline: Option<Duration>,
+    reason: Option<Arc<str>>,
+    preempt: bool,
+    break_stale: bool,
+    queued_at: f64,
+}
+
+impl WaitRec {
+    fn key(&self) -> (u8, u64) {
+        (self.priority, self.arrival)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Session(SessionId),
+    Lease(Arc<str>, u64),
+    Wait(WaitId),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    Closed,
+    Expired,
+}
+
+/// How a lease ends.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Released,
+    Lost(LostReason),
+}
+
+/// The whole lock state of one engine.
+#[derive(Debug)]
+pub struct State {
+    cfg: Config,
+    unix_base: f64,
+    sessions: HashMap<SessionId, SessionRec>,
+    /// Ended sessions, so a late call can say `SessionExpired` rather than `NotFound`.
+    ended: HashMap<SessionId, Ended>,
+    ended_order: VecDeque<SessionId>,
+    resources: HashMap<Arc<str>, ResourceRec>,
+    waits: HashMap<WaitId, WaitRec>,
+    deadlines: BinaryHeap<Reverse<(Duration, Due)>>,
+    deadlines_compacted: usize,
+    next_fence: u64,
+    next_seq: u64,
+    next_arrival: u64,
+    next_opened: u64,
+    global: VecDeque<Arc<Event>>,
+    by_resource: HashMap<Arc<str>, VecDeque<Arc<Event>>>,
+    by_session: HashMap<SessionId, VecDeque<Arc<Event>>>,
+    /// Resources whose queue may have become grantable during this command.
+    dirty: Vec<Arc<str>>,
+}
+
+impl State {
+    /// A new state; `unix_base` is the unix time at which the monotonic clock read zero.
+    pub fn new(cfg: Config, unix_base: f64) -> Self {
+        State {
+            cfg,
+            unix_base,
+            sessions: HashMap::new(),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            resources: HashMap::new(),
+            waits: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            deadlines_compacted: 0,
+            next_fence: 1,
+            next_seq: 1,
+            next_arrival: 0,
+            next_opened: 0,
+            global: VecDeque::new(),
+            by_resource: HashMap::new(),
+            by_session: HashMap::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The earliest moment at which something may expire or time out.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Applies one command at time `now`: first every deadline that is due, then the
+    /// command, then every grant that the change made possible.
+    pub fn apply(&mut self, now: Duration, cmd: Command) -> (Result<Reply>, Effects) {
+        let mut fx = Effects::default();
+        self.expire_due(now, &mut fx);
+        let reply = self.execute(now, cmd, &mut fx);
+        self.settle(now, &mut fx);
+        (reply, fx)
+    }
+
+    fn execute(&mut self, now: Duration, cmd: Command, fx: &mut Effects) -> Result<Reply> {
+        match cmd {
+            Command::OpenSession(spec) => self.open_session(now, spec, fx).map(Reply::Session),
+            Command::Session(id) => match self.sessions.get(&id) {
+                Some(s) => Ok(Reply::Session(self.session_info(id, s))),
+                None => Err(self.missing_session(id)),
+            },
+            Command::CloseSession(id) => self.close_session(now, id, fx).map(Reply::Count),
+            Command::Heartbeat(id) => self.touch(now, id, fx).map(|_| Reply::Unit),
+            Command::Acquire(req) => self.acquire(now, req, fx),
+            Command::Cancel { wait, resources } => {
+                self.cancel(now, wait, &resources, fx);
+                Ok(Reply::Unit)
+            }
+            Command::Position(wait) => Ok(Reply::Position(self.position(wait))),
+            Command::Release { resource, token } => {
+                self.release(now, &resource, token, fx).map(|_| Reply::Unit)
+            }
+            Command::Renew {
+                resource,
+                token,
+                ttl,
+            } => self.renew(now, &resource, token, ttl, fx),
+            Command::ForceRelease { resource, reason } => self
+                .force_release(now, &resource, reason, fx)
+                .map(Reply::Count),
+            Command::Status(resource) => {
+                validate_resource(&resource)?;
+                Ok(Reply::Status(self.status(now, &resource)))
+            }
+            Command::Locks => Ok(Reply::Locks(self.locks(now))),
+            Command::Sessions => Ok(Reply::Sessions(self.session_list())),
+            Command::Check {
+                resource,
+                session,
+                action,
+            } => {
+                validate_resource(&resource)?;
+                Ok(Reply::Bool(self.check(&resource, session, action)))
+            }
+            Command::CheckFence { resource, fence } => {
+                validate_resource(&resource)?;
+                let held = self
+                    .resources
+                    .get(resource.as_str())
+                    .is_some_and(|r| r.holders.iter().any(|h| h.fence == fence));
+                Ok(Reply::Bool(held))
+            }
+            Command::History {
+                resource,
+                session,
+                limit,
+            } => self.history(resource, session, limit).map(Reply::History),
+            Command::Replay { since } => Ok(self.replay(since)),
+            Command::Close => {
+                for (id, _) in std::mem::take(&mut self.waits) {
+                    fx.completions.push((id, Err(Error::EngineClosed)));
+                }
+                for rec in self.resources.values_mut() {
+                    rec.queue.clear();
+                }
+                Ok(Reply::Unit)
+            }
+            Command::Tick => Ok(Reply::Unit),
+        }
+    }
+
+    // ----- time -------------------------------------------------------------------
+
+    fn unix(&self, now: Duration) -> f64 {
+        self.unix_base + now.as_secs_f64()
+    }
+
+    fn push_deadline(&mut self, at: Duration, due: Due) {
+        self.deadlines.push(Reverse((at, due)));
+    }
+
+    fn expire_due(&mut self, now: Duration, fx: &mut Effects) {
+        while let Some(Reverse((at, _))) = self.deadlines.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, due))) = self.deadlines.pop() else {
+                break;
+            };
+            match due {
+                Due::Session(id) => match self.sessions.get(&id).and_then(SessionRec::expires) {
+                    Some(at) if at <= now => self.expire_session(now, id, fx),
+                    Some(at) => self.push_deadline(at, Due::Session(id)),
+                    None => {}
+                },
+                Due::Lease(resource, fence) => {
+                    let expires = self.resources.get(&resource).and_then(|r| {
+                        r.holders
+                            .iter()
+                            .find(|h| h.fence == fence)
+                            .and_then(|h| h.expires)
+                    });
+                    match expires {
+                        Some(at) if at <= now => self.end_lease(
+                            now,
+                            &resource,
+                            fence,
+                            End::Lost(LostReason::Expired),
+                            None,
+                            fx,
+                        ),
+                        Some(at) => self.push_deadline(at, Due::Lease(resource, fence)),
+                        None => {}
+                    }
+                }
+                Due::Wait(id) => {
+                    if self
+                        .waits
+                        .get(&id)
+                        .and_then(|w| w.deadline)
+                        .is_some_and(|d| d <= now)
+                    {
+                        let what = self.waits[&id].resources.join(", ");
+                        self.fail_wait(now, id, Error::LockTimeout(what), "timeout", fx);
+                    }
+                }
+            }
+        }
+        self.compact_deadlines();
+    }
+
+    /// Drops heap entries of leases and waits that ended early, once the heap has doubled
+    /// since the last compaction, so that churn does not grow it without bound.
+    fn compact_deadlines(&mut self) {
+        if self.deadlines.len() <= 2 * self.deadlines_compacted + 1024 {
+            return;
+        }
+        let heap = std::mem::take(&mut self.deadlines);
+        let live: Vec<_> = heap
+            .into_vec()
+            .into_iter()
+            .filter(|Reverse((_, due))| match due {
+                Due::Session(id) => self.sessions.contains_key(id),
+                Due::Lease(r, fence) => self
+                    .resources
+                    .get(r)
+                    .is_some_and(|r| r.holders.iter().any(|h| h.fence == *fence)),
+                Due::Wait(id) => self.waits.contains_key(id),
+            })
+            .collect();
+        self.deadlines_compacted = live.len();
+        self.deadlines = BinaryHeap::from(live);
+    }
+
+    // ----- events and history -----------------------------------------------------
+
+    fn blank(&self, now: Duration, kind: EventKind) -> Event {
+        Event {
+            seq: 0,
+            at: self.unix(now),
+            kind,
+            resource: None,
+            session_id: None,
+            session_name: None,
+            mode: None,
+            fence: None,
+            priority: None,
+            position: None,
+            reason: None,
+        }
+    }
+
+    fn session_event(&self, now: Duration, kind: EventKind, id: SessionId) -> Event {
+        Event {
+            session_id: Some(id),
+            session_name: self.sessions.get(&id).map(|s| s.name.clone()),
+            ..self.blank(now, kind)
+        }
+    }
+
+    fn emit(&mut self, mut ev: Event, fx: &mut Effects) {
+        ev.seq = self.next_seq;
+        self.next_seq += 1;
+        let ev = Arc::new(ev);
+        let limit = self.cfg.history_limit;
+        if limit > 0 {
+            if let Some(r) = &ev.resource {
+                push_ring(
+                    self.by_resource.entry(r.clone()).or_default(),
+                    ev.clone(),
+                    limit,
+                );
+            }
+            if let Some(s) = ev.session_id {
+                push_ring(self.by_session.entry(s).or_default(), ev.clone(), limit);
+            }
+        }
+        self.global.push_back(ev.clone());
+        if self.global.len() > self.cfg.global_history {
+            if let Some(old) = self.global.pop_front() {
+                self.forget_history_of(&old);
+            }
+        }
+        fx.events.push(ev);
+    }
+
+    /// Drops the per-resource and per-session rings of things that are gone once their
+    /// newest event has left the global ring.
+    fn forget_history_of(&mut self, old: &Event) {
+        if let Some(r) = &old.resource {
+            let newest = self
+                .by_resource
+                .get(r)
+                .and_then(|q| q.back())
+                .map(|e| e.seq);
+            if newest <= Some(old.seq) && !self.resources.contains_key(r) {
+                self.by_resource.remove(r);
+            }
+        }
+        if let Some(s) = old.session_id {
+            let newest = self
+                .by_session
+                .get(&s)
+                .and_then(|q| q.back())
+                .map(|e| e.seq);
+            if newest <= Some(old.seq) && !self.sessions.contains_key(&s) {
+                self.by_session.remove(&s);
+            }
+        }
+    }
+
+    fn history(
+        &self,
+        resource: Option<String>,
+        session: Option<SessionId>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Arc<Event>>> {
+        if let Some(r) = &resource {
+            validate_resource(r)?;
+        }
+        let ring = match (&resource, session) {
+            (Some(r), _) => self.by_resource.get(r.as_str()),
+            (None, Some(s)) => self.by_session.get(&s),
+            (None, None) => Some(&self.global),
+        };
+        let mut events: Vec<Arc<Event>> = ring
+            .into_iter()
+            .flatten()
+            .filter(|e| session.is_none() || e.session_id == session)
+            .cloned()
+            .collect();
+        if let Some(n) = limit {
+            events.drain(..events.len().saturating_sub(n));
+        }
+        Ok(events)
+    }
+
+    fn replay(&self, since: u64) -> Reply {
+        let oldest = self.global.front().map_or(self.next_seq, |e| e.seq);
+        Reply::Replay {
+            events: self
+                .global
+                .iter()
+                .filter(|e| e.seq > since)
+                .cloned()
+                .collect(),
+            missed: oldest.saturating_sub(since.saturating_add(1)),
+        }
+    }
+
+    // ----- sessions ---------------------------------------------------------------
+
+    fn open_session(
+        &mut self,
+        now: Duration,
+        spec: SessionSpec,
+        fx: &mut Effects,
+    ) -> Result<SessionInfo> {
+        validate_session_name(&spec.name)?;
+        let metadata = match spec.metadata {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            m => m,
+        };
+        validate_metadata(&metadata)?;
+        let id = SessionId::random();
+        let rec = SessionRec {
+            name: spec.name.into(),
+            metadata: Arc::new(metadata),
+            ttl: spec.ttl.or(self.cfg.session_ttl),
+            on_expire: spec.on_expire.unwrap_or(self.cfg.on_session_expire),
+            opened: self.next_opened,
+            created_at: self.unix(now),
+            last_seen: now,
+            stale: false,
+            leases: BTreeSet::new(),
+            waits: HashSet::new(),
+        };
+        self.next_opened += 1;
+        if let Some(at) = rec.expires() {
+            self.push_deadline(at, Due::Session(id));
+        }
+        self.sessions.insert(id, rec);
+        let ev = self.session_event(now, EventKind::SessionOpened, id);
+        self.emit(ev, fx);
+        Ok(self.session_info(id, &self.sessions[&id]))
+    }
+
+    fn session_info(&self, id: SessionId, s: &SessionRec) -> SessionInfo {
+        SessionInfo {
+            id,
+            name: s.name.clone(),
+            metadata: s.metadata.clone(),
+            created_at: s.created_at,
+            last_seen: self.unix(s.last_seen),
+            expires_at: s.expires().map(|d| self.unix(d)),
+            stale: s.stale,
+            leases: s.leases.iter().cloned().collect(),
+        }
+    }
+
+    fn session_list(&self) -> Vec<SessionInfo> {
+        let mut list: Vec<_> = self.sessions.iter().collect();
+        list.sort_by_key(|(_, s)| s.opened);
+        list.into_iter()
+            .map(|(id, s)| self.session_info(*id, s))
+            .collect()
+    }
+
+    fn missing_session(&self, id: SessionId) -> Error {
+        match self.ended.get(&id) {
+            Some(Ended::Expired) => Error::SessionExpired(id.to_string()),
+            Some(Ended::Closed) => Error::NotFound(format!("session {id} is closed")),
+            None => Error::NotFound(format!("no session {id}")),
+        }
+    }
+
+    /// Records activity of a session, reviving it if it was stale.
+    fn touch(&mut self, now: Duration, id: SessionId, fx: &mut Effects) -> Result<()> {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(self.missing_session(id));
+        };
+        s.last_seen = now;
+        if s.stale {
+            s.stale = false;
+            if let Some(at) = s.expires() {
+                self.push_deadline(at, Due::Session(id));
+            }
+            let ev = self.session_event(now, EventKind::SessionRevived, id);
+            self.emit(ev, fx);
+        }
+        Ok(())
+    }
+
+    fn close_session(&mut self, now: Duration, id: SessionId, fx: &mut Effects) -> Result<usize> {
+        if !self.sessions.contains_key(&id) {
+            return match self.ended.get(&id) {
+                Some(_) => Ok(0),
+                None => Err(self.missing_session(id)),
+            };
+        }
+        let n = self.end_session(now, id, Ended::Closed, fx);
+        Ok(n)
+    }
+
+    fn expire_session(&mut self, now: Duration, id: SessionId, fx: &mut Effects) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        match s.on_expire {
+            OnExpire::Release => {
+                self.end_session(now, id, Ended::Expired, fx);
+            }
+            OnExpire::Keep => {
+                self.fail_session_waits(now, id, Ended::Expired, fx);
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                s.stale = true;
+                let held: Vec<Arc<str>> = s.leases.iter().cloned().collect();
+                self.dirty.extend(held);
+                let ev = self.session_event(now, EventKind::SessionStale, id);
+                self.emit(ev, fx);
+            }
+        }
+    }
+
+    fn fail_session_waits(&mut self, now: Duration, id: SessionId, why: Ended, fx: &mut Effects) {
+        let waits: Vec<WaitId> = self.sessions[&id].waits.iter().copied().collect();
+        for w in waits {
+            let (err, reason) = match why {
+                Ended::Expired => (Error::SessionExpired(id.to_string()), "session_expired"),
+                Ended::Closed => (
+                    Error::Cancelled(format!("session {id} closed")),
+                    "session_closed",
+                ),
+            };
+            self.fail_wait(now, w, err, reason, fx);
+        }
+    }
+
+    /// Ends a session: fails its waits, ends its leases, records why. Returns how many
+    /// leases it held.
+    fn end_session(&mut self, now: Duration, id: SessionId, why: Ended, fx: &mut Effects) -> usize {
+        self.fail_session_waits(now, id, why, fx);
+        let leases: Vec<Arc<str>> = self.sessions[&id].leases.iter().cloned().collect();
+        let (end, reason) = match why {
+            Ended::Closed => (End::Released, "session_closed"),
+            Ended::Expired => (End::Lost(LostReason::SessionExpired), "session_expired"),
+        };
+        for r in &leases {
+            let fence = self.resources.get(r).and_then(|rec| {
+                rec.holders
+                    .iter()
+                    .find(|h| h.session == id)
+                    .map(|h| h.fence)
+            });
+            if let Some(fence) = fence {
+                self.end_lease(now, r, fence, end, Some(reason.into()), fx);
+            }
+        }
+        let kind = match why {
+            Ended::Closed => EventKind::SessionClosed,
+            Ended::Expired => EventKind::SessionExpired,
+        };
+        let ev = self.session_event(now, kind, id);
+        self.emit(ev, fx);
+        self.sessions.remove(&id);
+        self.ended.insert(id, why);
+        self.ended_order.push_back(id);
+        if self.ended_order.len() > self.cfg.global_history {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
+        leases.len()
+    }
+
+    // ----- acquiring --------------------------------------------------------------
+
+    fn acquire(&mut self, now: Duration, req: AcquireRequest, fx: &mut Effects) -> Result<Reply> {
+        if req.resources.is_empty() {
+            return Err(Error::invalid("no resource given"));
+        }
+        let mut seen = HashSet::new();
+        for r in &req.resources {
+            validate_resource(r)?;
+            if !seen.insert(r.as_str()) {
+                return Err(Error::invalid(format!("resource {r:?} is named twice")));
+            }
+        }
+        if let Some(reason) = &req.reason {
+            validate_reason(reason)?;
+        }
+        if req.ttl.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid("ttl must be more than zero"));
+        }
+        if self.waits.contains_key(&req.wait) {
+            return Err(Error::invalid(format!("wait id {} is in use", req.wait)));
+        }
+        let s = self
+            .sessions
+            .get(&req.session)
+            .ok_or_else(|| self.missing_session(req.session))?;
+        for r in &req.resources {
+            let busy = s.leases.contains(r.as_str())
+                || s.waits
+                    .iter()
+                    .any(|w| self.waits[w].resources.iter().any(|x| **x == **r));
+            if busy {
+                return Err(Error::AlreadyHeld(r.clone()));
+            }
+        }
+        self.touch(now, req.session, fx)?;
+        let resources: Vec<Arc<str>> = req
+            .resources
+            .iter()
+            .map(|r| match self.resources.get_key_value(r.as_str()) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(r.as_str()),
+            })
+            .collect();
+        let w = WaitRec {
+            session: req.session,
+            resources,
+            mode: req.mode,
+            priority: req.priority,
+            arrival: self.next_arrival,
+            ttl: req.ttl.or(self.cfg.lock_ttl),
+            deadline: req.timeout.filter(|t| !t.is_zero()).map(|t| now + t),
+            reason: req.reason.map(Arc::from),
+            preempt: req.preempt,
+            break_stale: req.break_stale,
+            queued_at: self.unix(now),
+        };
+        self.next_arrival += 1;
+        if self.can_grant(&w) {
+            return Ok(Reply::Granted(self.grant(now, req.wait, w, fx)));
+        }
+        if req.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::LockTimeout(req.resources.join(", ")));
+        }
+        self.enqueue(now, req.wait, w, fx)
+    }
+
+    fn enqueue(
+        &mut self,
+        now: Duration,
+        id: WaitId,
+        w: WaitRec,
+        fx: &mut Effects,
+    ) -> Result<Reply> {
+        for r in &w.resources {
+            self.resources
+                .entry(r.clone())
+                .or_default()
+                .queue
+                .insert(w.key(), id);
+        }
+        let session = w.session;
+        self.waits.insert(id, w);
+        if self.closes_cycle(session, id) {
+            let w = self.remove_wait(id);
+            let mut ev = self.session_event(now, EventKind::Dequeued, session);
+            ev.reason = Some("deadlock".into());
+            ev.mode = Some(w.mode);
+            ev.priority = Some(w.priority);
+            for r in &w.resources {
+                self.emit(
+                    Event {
+                        resource: Some(r.clone()),
+                        ..ev.clone()
+                    },
+                    fx,
+                );
+            }
+            return Err(Error::Deadlock(format!(
+                "waiting for {} would close a cycle of waiting sessions",
+                w.resources.join(", ")
+            )));
+        }
+        let w = &self.waits[&id];
+        if let Some(at) = w.deadline {
+            self.push_deadline(at, Due::Wait(id));
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.waits.insert(id);
+        }
+        let w = &self.waits[&id];
+        let base = Event {
+            mode: Some(w.mode),
+            priority: Some(w.priority),
+            reason: w.reason.clone(),
+            ..self.session_event(now, EventKind::Queued, session)
+        };
+        let placed: Vec<(Arc<str>, u64)> = w
+            .resources
+            .iter()
+            .map(|r| (r.clone(), self.queue_position(r, w.key())))
+            .collect();
+        for (r, pos) in &placed {
+            self.emit(
+                Event {
+                    resource: Some(r.clone()),
+                    position: Some(*pos),
+                    ..base.clone()
+                },
+                fx,
+            );
+        }
+        let position = placed.iter().map(|(_, p)| *p).max().unwrap_or(1);
+        Ok(Reply::Queued { position })
+    }
+
+    fn queue_position(&self, resource: &str, key: (u8, u64)) -> u64 {
+        self.resources
+            .get(resource)
+            .map_or(0, |r| r.queue.range(..=key).count() as u64)
+    }
+
+    fn position(&self, id: WaitId) -> Option<u64> {
+        let w = self.waits.get(&id)?;
+        w.resources
+            .iter()
+            .map(|r| self.queue_position(r, w.key()))
+            .max()
+    }
+
+    /// May holder `h` be taken away for request `w` (preemption or stale takeover)?
+    fn removable(&self, w: &WaitRec, h: &Holder) -> bool {
+        (w.preempt && h.priority > w.priority)
+            || (w.break_stale && self.sessions.get(&h.session).is_some_and(|s| s.stale))
+    }
+
+    /// Could `w` be granted now: on every resource, compatible with every holder it may
+    /// not remove, and nothing conflicting is queued ahead of it.
+    fn can_grant(&self, w: &WaitRec) -> bool {
+        w.resources.iter().all(|r| {
+            let Some(rec) = self.resources.get(r) else {
+                return true;
+            };
+            rec.queue
+                .range(..w.key())
+                .all(|(_, id)| self.waits[id].mode.compatible(w.mode))
+                && rec
+                    .holders
+                    .iter()
+                    .all(|h| h.mode.compatible(w.mode) || self.removable(w, h))
+        })
+    }
+
+    fn grant(&mut self, now: Duration, id: WaitId, w: WaitRec, fx: &mut Effects) -> Vec<Grant> {
+        let mut grants = Vec::with_capacity(w.resources.len());
+        for r in &w.resources {
+            let revoke: Vec<(u64, LostReason)> = self.resources.get(r).map_or(Vec::new(), |rec| {
+                rec.holders
+                    .iter()
+                    .filter(|h| !h.mode.compatible(w.mode))
+                    .map(|h| {
+                        let why = match w.preempt && h.priority > w.priority {
+                            true => LostReason::Preempted,
+                            false => LostReason::SessionExpired,
+                        };
+                        (h.fence, why)
+                    })
+                    .collect()
+            });
+            for (fence, why) in revoke {
+                let reason = match why {
+                    LostReason::Preempted => w.reason.clone(),
+                    _ => Some("stale_taken_over".into()),
+                };
+                self.end_lease(now, r, fence, End::Lost(why), reason, fx);
+            }
+            let fence = self.next_fence;
+            self.next_fence += 1;
+            let expires = w.ttl.map(|t| now + t);
+            let holder = Holder {
+                session: w.session,
+                mode: w.mode,
+                token: Token::random(),
+                fence,
+                acquired_at: self.unix(now),
+                expires,
+                ttl: w.ttl,
+                priority: w.priority,
+                reason: w.reason.clone(),
+                wait: id,
+                cell: Arc::new(LeaseCell::default()),
+            };
+            grants.push(Grant {
+                resource: r.clone(),
+                mode: w.mode,
+                session_id: w.session,
+                token: holder.token,
+                fence,
+                acquired_at: holder.acquired_at,
+                expires_at: expires.map(|d| self.unix(d)),
+                ttl: w.ttl,
+                priority: w.priority,
+                cell: holder.cell.clone(),
+            });
+            let rec = self.resources.entry(r.clone()).or_default();
+            rec.queue.remove(&w.key());
+            rec.holders.push(holder);
+            if let Some(at) = expires {
+                self.push_deadline(at, Due::Lease(r.clone(), fence));
+            }
+            if let Some(s) = self.sessions.get_mut(&w.session) {
+                s.leases.insert(r.clone());
+                s.waits.remove(&id);
+            }
+            let ev = Event {
+                resource: Some(r.clone()),
+                mode: Some(w.mode),
+                fence: Some(fence),
+                priority: Some(w.priority),
+                reason: w.reason.clone(),
+                ..self.session_event(now, EventKind::Acquired, w.session)
+            };
+            self.emit(ev, fx);
+            self.dirty.push(r.clone());
+        }
+        grants
+    }
+
+    /// Grants every queued request that has become grantable, until none is.
+    fn settle(&mut self, now: Duration, fx: &mut Effects) {
+        while let Some(r) = self.dirty.pop() {
+            let Some(rec) = self.resources.get(&r) else {
+                continue;
+            };
+            let queued: Vec<WaitId> = rec.queue.values().copied().collect();
+            for id in queued {
+                let w = &self.waits[&id];
+                if self.can_grant(w) {
+                    let w = self.remove_wait(id);
+                    let grants = self.grant(now, id, w, fx);
+                    fx.completions.push((id, Ok(grants)));
+                    break;
+                }
+                if w.mode == Mode::Exclusive {
+                    break;
+                }
+            }
+            self.drop_if_idle(&r);
+        }
+    }
+
+    /// Takes a wait out of the table and every queue it stands in.
+    fn remove_wait(&mut self, id: WaitId) -> WaitRec {
+        let w = self.waits.remove(&id).expect("remove_wait: wait exists");
+        for r in &w.resources {
+            if let Some(rec) = self.resources.get_mut(r) {
+                rec.queue.remove(&w.key());
+            }
+            self.dirty.push(r.clone());
+        }
+        if let Some(s) = self.sessions.get_mut(&w.session) {
+            s.waits.remove(&id);
+        }
+        w
+    }
+
+    fn fail_wait(&mut self, now: Duration, id: WaitId, err: Error, reason: &str, fx: &mut Effects) {
+        let w = self.remove_wait(id);
+        let reason: Arc<str> = reason.into();
+        for r in &w.resources {
+            let ev = Event {
+                resource: Some(r.clone()),
+                mode: Some(w.mode),
+                priority: Some(w.priority),
+                reason: Some(reason.clone()),
+                ..self.session_event(now, EventKind::Dequeued, w.session)
+            };
+            self.emit(ev, fx);
+        }
+        fx.completions.push((id, Err(err)));
+    }
+
+    fn cancel(&mut self, now: Duration, id: WaitId, resources: &[String], fx: &mut Effects) {
+        if self.waits.contains_key(&id) {
+            self.fail_wait(
+                now,
+                id,
+                Error::Cancelled("wait cancelled".into()),
+                "cancelled",
+                fx,
+            );
+            return;
+        }
+        for r in resources {
+            let fence = self
+                .resources
+                .get(r.as_str())
+                .and_then(|rec| rec.holders.iter().find(|h| h.wait == id).map(|h| h.fence));
+            if let Some(fence) = fence {
+                let r: Arc<str> = Arc::from(r.as_str());
+                self.end_lease(now, &r, fence, End::Released, Some("cancelled".into()), fx);
+            }
+        }
+    }
+
+    // ----- deadlock detection -------------------------------------------------------
+
+    /// Sessions that wait `w` waits for: holders it conflicts with and may not remove,
+    /// and conflicting requests queued ahead of it.
+    fn blockers(&self, w: &WaitRec) -> Vec<SessionId> {
+        let mut out = Vec::new();
+        for r in &w.resources {
+            let Some(rec) = self.resources.get(r) else {
+                continue;
+            };
+            for h in &rec.holders {
+                if !h.mode.compatible(w.mode) && !self.removable(w, h) {
+                    out.push(h.session);
+                }
+            }
+            for (_, id) in rec.queue.range(..w.key()) {
+                let ahead = &self.waits[id];
+                if !ahead.mode.compatible(w.mode) {
+                    out.push(ahead.session);
+                }
+            }
+        }
+        out
+    }
+
+    /// Does the new wait `id` of `session` close a cycle in the waits-for graph?
+    fn closes_cycle(&self, session: SessionId, id: WaitId) -> bool {
+        let mut stack = self.blockers(&self.waits[&id]);
+        let mut seen = HashSet::new();
+        while let Some(s) = stack.pop() {
+            if s == session {
+                return true;
+            }
+            if !seen.insert(s) {
+                continue;
+            }
+            if let Some(rec) = self.sessions.get(&s) {
+                for w in &rec.waits {
+                    stack.extend(self.blockers(&self.waits[w]));
+                }
+            }
+        }
+        false
+    }
+
+    // ----- leases -----------------------------------------------------------------
+
+    /// Ends the lease `fence` on `resource`, records the event and frees the queue.
+    fn end_lease(
+        &mut self,
+        now: Duration,
+        resource: &Arc<str>,
+        fence: u64,
+        end: End,
+        reason: Option<Arc<str>>,
+        fx: &mut Effects,
+    ) {
+        let Some(rec) = self.resources.get_mut(resource) else {
+            return;
+        };
+        let Some(i) = rec.holders.iter().position(|h| h.fence == fence) else {
+            return;
+        };
+        let h = rec.holders.remove(i);
+        let (state, kind) = match end {
+            End::Released => (LeaseState::Released, EventKind::Released),
+            End::Lost(why) => (
+                LeaseState::Lost(why),
+                match why {
+                    LostReason::Preempted => EventKind::Preempted,
+                    LostReason::ForceReleased => EventKind::ForceReleased,
+                    LostReason::Expired | LostReason::SessionExpired => EventKind::Expired,
+                },
+            ),
+        };
+        h.cell.set(state);
+        let ev = Event {
+            resource: Some(resource.clone()),
+            mode: Some(h.mode),
+            fence: Some(h.fence),
+            priority: Some(h.priority),
+            reason,
+            ..self.session_event(now, kind, h.session)
+        };
+        if let Some(s) = self.sessions.get_mut(&h.session) {
+            s.leases.remove(resource);
+        }
+        self.emit(ev, fx);
+        self.dirty.push(resource.clone());
+    }
+
+    fn drop_if_idle(&mut self, resource: &str) {
+        if self
+            .resources
+            .get(resource)
+            .is_some_and(|r| r.holders.is_empty() && r.queue.is_empty())
+        {
+            self.resources.remove(resource);
+        }
+    }
+
+    fn find_token(&self, resource: &str, token: Token) -> Result<&Holder> {
+        validate_resource(resource)?;
+        self.resources
+            .get(resource)
+            .and_then(|r| r.holders.iter().find(|h| h.token == token))
+            .ok_or_else(|| Error::InvalidToken(resource.to_string()))
+    }
+
+    fn release(
+        &mut self,
+        now: Duration,
+        resource: &str,
+        token: Token,
+        fx: &mut Effects,
+    ) -> Result<()> {
+        let h = self.find_token(resource, token)?;
+        let (session, fence) = (h.session, h.fence);
+        self.touch(now, session, fx)?;
+        let r: Arc<str> = Arc::from(resource);
+        self.end_lease(now, &r, fence, End::Released, None, fx);
+        Ok(())
+    }
+
+    fn renew(
+        &mut self,
+        now: Duration,
+        resource: &str,
+        token: Token,
+        ttl: Option<Duration>,
+        fx: &mut Effects,
+    ) -> Result<Reply> {
+        if ttl.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid("ttl must be more than zero"));
+        }
+        let session = self.find_token(resource, token)?.session;
+        self.touch(now, session, fx)?;
+        let rec = self
+            .resources
+            .get_mut(resource)
+            .ok_or_else(|| Error::InvalidToken(resource.into()))?;
+        let h = rec
+            .holders
+            .iter_mut()
+            .find(|h| h.token == token)
+            .ok_or_else(|| Error::InvalidToken(resource.into()))?;
+        let had_deadline = h.expires.is_some();
+        h.ttl = ttl.or(h.ttl);
+        h.expires = h.ttl.map(|t| now + t);
+        let (expires, fence) = (h.expires, h.fence);
+        if let (Some(at), false) = (expires, had_deadline) {
+            self.push_deadline(at, Due::Lease(Arc::from(resource), fence));
+        }
+        Ok(Reply::Renewed {
+            expires_at: expires.map(|d| self.unix(d)),
+        })
+    }
+
+    fn force_release(
+        &mut self,
+        now: Duration,
+        resource: &str,
+        reason: Option<String>,
+        fx: &mut Effects,
+    ) -> Result<usize> {
+        validate_resource(resource)?;
+        if let Some(reason) = &reason {
+            validate_reason(reason)?;
+        }
+        let Some((r, rec)) = self.resources.get_key_value(resource) else {
+            return Ok(0);
+        };
+        let r = r.clone();
+        let fences: Vec<u64> = rec.holders.iter().map(|h| h.fence).collect();
+        let reason: Option<Arc<str>> = reason.map(Arc::from);
+        for &fence in &fences {
+            self.end_lease(
+                now,
+                &r,
+                fence,
+                End::Lost(LostReason::ForceReleased),
+                reason.clone(),
+                fx,
+            );
+        }
+        Ok(fences.len())
+    }
+
+    fn check(&self, resource: &str, session: SessionId, action: Action) -> bool {
+        self.resources.get(resource).is_some_and(|r| {
+            r.holders.iter().any(|h| {
+                h.session == session && (action == Action::Observe || h.mode == Mode::Exclusive)
+            })
+        })
+    }
+
+    // ----- introspection ----------------------------------------------------------
+
+    fn status(&self, now: Duration, resource: &str) -> ResourceStatus {
+        let Some((name, rec)) = self.resources.get_key_value(resource) else {
+            return ResourceStatus {
+                resource: Arc::from(resource),
+                locked: false,
+                mode: None,
+                holders: Vec::new(),
+                waiters: Vec::new(),
+            };
+        };
+        let holders = rec
+            .holders
+            .iter()
+            .map(|h| {
+                let s = self.sessions.get(&h.session);
+                HolderInfo {
+                    session_id: h.session,
+                    session_name: s.map_or_else(|| Arc::from(""), |s| s.name.clone()),
+                    metadata: s.map_or_else(Default::default, |s| s.metadata.clone()),
+                    mode: h.mode,
+                    fence: h.fence,
+                    priority: h.priority,
+                    acquired_at: h.acquired_at,
+                    expires_at: h.expires.map(|d| self.unix(d)),
+                    remaining: h.expires.map(|d| d.saturating_sub(now).as_secs_f64()),
+                    stale: s.is_some_and(|s| s.stale),
+                    reason: h.reason.clone(),
+                }
+            })
+            .collect();
+        let waiters = rec
+            .queue
+            .values()
+            .enumerate()
+            .map(|(i, id)| {
+                let w = &self.waits[id];
+                WaiterInfo {
+                    session_id: w.session,
+                    session_name: self
+                        .sessions
+                        .get(&w.session)
+                        .map_or_else(|| Arc::from(""), |s| s.name.clone()),
+                    mode: w.mode,
+                    priority: w.priority,
+                    position: i as u64 + 1,
+                    queued_at: w.queued_at,
+                }
+            })
+            .collect();
+        ResourceStatus {
+            resource: name.clone(),
+            locked: !rec.holders.is_empty(),
+            mode: rec.holders.first().map(|h| h.mode),
+            holders,
+            waiters,
+        }
+    }
+
+    fn locks(&self, now: Duration) -> Vec<ResourceStatus> {
+        let mut names: Vec<&Arc<str>> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| !r.holders.is_empty())
+            .map(|(k, _)| k)
+            .collect();
+        names.sort();
+        names.into_iter().map(|r| self.status(now, r)).collect()
+    }
+}
+
+fn push_ring(ring: &mut VecDeque<Arc<Event>>, ev: Arc<Event>, limit: usize) {
+    if ring.len() >= limit {
+        ring.pop_front();
+    }
+    ring.push_back(ev);
+}
+
+fn validate_reason(reason: &str) -> Result<()> {
+    if reason.len() > MAX_RESOURCE_LEN || reason.contains('\0') {
+        return Err(Error::invalid(format!(
+            "reason must be at most {MAX_RESOURCE_LEN} bytes without NUL"
+        )));
+    }
+    Ok(())
+}
+
+impl SessionSpec {
+    /// A session with this name, empty metadata and the engine's TTL and `on_expire`.
+    pub fn named(name: impl Into<String>) -> Self {
+        SessionSpec {
+            name: name.into(),
+            metadata: serde_json::Value::Null,
+            ttl: None,
+            on_expire: None,
+        }
+    }
+}
