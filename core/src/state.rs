@@ -1383,3 +1383,11 @@ impl SessionSpec {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
+
+#[cfg(test)]
+#[path = "state_props.rs"]
+mod props;
