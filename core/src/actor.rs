@@ -281,11 +281,6 @@ impl Actor {
         if events.is_empty() {
             return;
         }
-        if !self.watched.is_empty() {
-            for ev in &events {
-                self.notice_loss(ev);
-            }
-        }
         self.subscribers.retain(|s| !s.is_closed());
         for sub in &self.subscribers {
             let mut any = false;
@@ -295,6 +290,11 @@ impl Actor {
             }
             if any {
                 self.schedule(sub);
+            }
+        }
+        if !self.watched.is_empty() {
+            for ev in &events {
+                self.notice_loss(ev);
             }
         }
     }

@@ -56,6 +56,9 @@ impl Inner {
     }
 }
 
+/// Tells `enqueue` whether its request waits, and where.
+type Ack = reply::Receiver<Result<Option<u64>>>;
+
 fn unexpected(r: Reply) -> Error {
     Error::Internal(format!("unexpected reply {r:?}"))
 }
@@ -342,7 +345,7 @@ impl Handle {
         resources: &[&str],
         opts: &AcquireOptions,
         ack: bool,
-    ) -> Result<(Ticket, Option<reply::Receiver<Result<Option<u64>>>>)> {
+    ) -> Result<(Ticket, Option<Ack>)> {
         let wait = self.inner.next_wait.fetch_add(1, Ordering::Relaxed);
         let resources: Vec<String> = resources.iter().map(|r| (*r).to_owned()).collect();
         let req = AcquireRequest {
@@ -493,6 +496,15 @@ pub struct Ticket {
     resources: Vec<String>,
     rx: reply::Receiver<GrantResult>,
     state: Mutex<TicketState>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("wait", &self.wait)
+            .field("resources", &self.resources)
+            .finish()
+    }
 }
 
 impl Ticket {

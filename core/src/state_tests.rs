@@ -489,7 +489,7 @@ fn the_queue_is_fifo_within_a_priority_and_priority_goes_first() {
     let fx = b.release(&g);
     let first = granted(&fx, w2);
     for w in [w3, w0, w1] {
-        assert_eq!(b.st.position(w).is_some(), true);
+        assert!(b.st.position(w).is_some());
     }
     let fx = b.release(&first[0]);
     granted(&fx, w3);
@@ -947,7 +947,8 @@ fn bad_acquire_input_is_refused_and_changes_nothing() {
     let mut b = Bench::new();
     let s = b.open("s");
     let long = "r".repeat(MAX_RESOURCE_LEN + 1);
-    let cases: Vec<Box<dyn Fn(&mut AcquireRequest)>> = vec![
+    type Edit = Box<dyn Fn(&mut AcquireRequest)>;
+    let cases: Vec<Edit> = vec![
         Box::new(|r| r.resources = vec!["".into()]),
         Box::new(|r| r.resources = vec!["a\0b".into()]),
         Box::new(move |r| r.resources = vec![long.clone()]),
