@@ -11,8 +11,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -32,6 +33,9 @@ pub struct LostNotice {
 
 /// Called once, on the dispatcher thread, if a lease is lost (not on a normal release).
 pub type LostCallback = Arc<dyn Fn(&LostNotice) + Send + Sync>;
+
+/// How long the actor polls for more work before it parks.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 pub(crate) type GrantResult = Result<Vec<Grant>>;
 
@@ -103,26 +107,7 @@ impl Actor {
 
     pub(crate) fn run(mut self) {
         loop {
-            let msg = match self.state.next_deadline() {
-                None => self.rx.recv().ok(),
-                Some(at) => {
-                    let now = self.clock.now();
-                    match at.checked_sub(now).filter(|d| !d.is_zero()) {
-                        None => Some(Msg::Call {
-                            cmd: Command::Tick,
-                            reply: None,
-                        }),
-                        Some(wait) => match self.rx.recv_timeout(wait) {
-                            Ok(m) => Some(m),
-                            Err(RecvTimeoutError::Timeout) => Some(Msg::Call {
-                                cmd: Command::Tick,
-                                reply: None,
-                            }),
-                            Err(RecvTimeoutError::Disconnected) => None,
-                        },
-                    }
-                }
-            };
+            let msg = self.next_message();
             match msg {
                 None | Some(Msg::Close) => break,
                 Some(msg) => self.handle(msg),
@@ -131,6 +116,43 @@ impl Actor {
         let _ = self.apply(Command::Close);
         for sub in &self.subscribers {
             sub.close();
+        }
+    }
+
+    /// The next message, or a `Tick` when a deadline is due; `None` once every handle
+    /// is gone. After a message the actor polls for `IDLE_SPIN` before it parks, so a
+    /// caller that sends again soon is served without a thread wake-up (which costs
+    /// several microseconds, more than the work itself).
+    fn next_message(&self) -> Option<Msg> {
+        let tick = || Msg::Call {
+            cmd: Command::Tick,
+            reply: None,
+        };
+        let mut next = None;
+        reply::spin_until(IDLE_SPIN, || match self.rx.try_recv() {
+            Ok(m) => {
+                next = Some(Some(m));
+                true
+            }
+            Err(TryRecvError::Disconnected) => {
+                next = Some(None);
+                true
+            }
+            Err(TryRecvError::Empty) => false,
+        });
+        if let Some(m) = next {
+            return m;
+        }
+        let Some(at) = self.state.next_deadline() else {
+            return self.rx.recv().ok();
+        };
+        match at.checked_sub(self.clock.now()).filter(|d| !d.is_zero()) {
+            None => Some(tick()),
+            Some(wait) => match self.rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => Some(tick()),
+                Err(RecvTimeoutError::Disconnected) => None,
+            },
         }
     }
 

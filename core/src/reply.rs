@@ -12,8 +12,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// How many times a blocking receiver checks for its reply before it parks.
-const SPINS: u32 = 200;
+/// How long a blocking receiver polls for its reply before it parks.
+const SPIN: Duration = Duration::from_micros(50);
 
 struct Shared<T> {
     slot: Mutex<Slot<T>>,
@@ -50,6 +50,27 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
         ready: AtomicBool::new(false),
     });
     (Sender(Some(shared.clone())), Receiver(shared))
+}
+
+/// Polls `ready` for up to `limit`: a few microseconds of pure spinning, then yielding
+/// the core between polls so a runnable peer (the actor, on a busy machine) can use it.
+/// True if `ready` came true.
+pub(crate) fn spin_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    let mut polls = 0u32;
+    loop {
+        if ready() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        polls += 1;
+        match polls < 64 {
+            true => std::hint::spin_loop(),
+            false => std::thread::yield_now(),
+        }
+    }
 }
 
 fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, Slot<T>> {
@@ -103,13 +124,11 @@ impl<T> Receiver<T> {
 
     /// Waits for the value; `Ok(None)` if `timeout` passed first.
     pub(crate) fn recv_timeout(&self, timeout: Option<Duration>) -> Result<Option<T>, Closed> {
-        for _ in 0..SPINS {
-            if self.0.ready.load(Ordering::Acquire) {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let start = Instant::now();
+        spin_until(timeout.map_or(SPIN, |t| t.min(SPIN)), || {
+            self.0.ready.load(Ordering::Acquire)
+        });
+        let deadline = timeout.map(|t| start + t);
         let mut slot = lock(&self.0);
         loop {
             if let Some(r) = Self::take(&mut slot) {

@@ -1,0 +1,303 @@
+//! The engine under load: pipelined throughput, hand-off latency, a million held
+//! leases, and mass expiry beside an unrelated worker. Prints one table.
+//!
+//! `cargo bench -p interlock --bench load` runs the full sizes; without `--bench`
+//! (as under `cargo test --benches`) it runs a tiny smoke configuration.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use interlock::{AcquireOptions, Config, Handle, Mode, SessionSpec};
+
+struct Sizes {
+    pipelined_tasks: usize,
+    pipelined_pairs: usize,
+    handoffs: usize,
+    sessions: usize,
+    leases_per_session: usize,
+    expiring: usize,
+}
+
+const FULL: Sizes = Sizes {
+    pipelined_tasks: 256,
+    pipelined_pairs: 2_000_000,
+    handoffs: 20_000,
+    sessions: 10_000,
+    leases_per_session: 100,
+    expiring: 100_000,
+};
+
+const SMOKE: Sizes = Sizes {
+    pipelined_tasks: 4,
+    pipelined_pairs: 200,
+    handoffs: 20,
+    sessions: 10,
+    leases_per_session: 10,
+    expiring: 100,
+};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn summary(mut v: Vec<Duration>) -> String {
+    v.sort();
+    format!(
+        "p50 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}",
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        v[v.len() - 1]
+    )
+}
+
+/// Resident memory of this process, from /proc.
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn engine(cfg: Config) -> Handle {
+    Handle::new(cfg).expect("engine")
+}
+
+/// Many async callers, each keeping one acquire or release in flight, events and
+/// history on (the default configuration).
+fn pipelined(n: &Sizes) {
+    let eng = engine(Config::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let per_task = n.pipelined_pairs / n.pipelined_tasks;
+    let start = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..n.pipelined_tasks)
+            .map(|i| {
+                let eng = eng.clone();
+                tokio::spawn(async move {
+                    let s = eng.open_session(SessionSpec::named(format!("t{i}")))?;
+                    let name = format!("res-{i}");
+                    let opts = AcquireOptions::default();
+                    for _ in 0..per_task {
+                        s.acquire_async(&name, &opts).await?.release_async().await?;
+                    }
+                    Ok::<_, interlock::Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("pairs");
+        }
+    });
+    let pairs = per_task * n.pipelined_tasks;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "pipelined: {pairs} pairs from {} async tasks in {secs:.2} s = {:.0} pairs/s",
+        n.pipelined_tasks,
+        pairs as f64 / secs
+    );
+    eng.close();
+}
+
+/// A holder releases; a waiter on another thread wakes with its grant.
+fn handoff(n: &Sizes) {
+    let eng = engine(Config::default());
+    let barrier = Arc::new(Barrier::new(2));
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let rounds = n.handoffs;
+    let waiter = {
+        let (eng, barrier) = (eng.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            let s = eng
+                .open_session(SessionSpec::named("waiter"))
+                .expect("session");
+            let mut lat = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                barrier.wait();
+                let lease = s
+                    .acquire("ps", &AcquireOptions::default())
+                    .expect("acquire");
+                let woke = Instant::now();
+                lat.push(woke - rx.recv().expect("release time"));
+                lease.release().expect("release");
+            }
+            lat
+        })
+    };
+    let s = eng
+        .open_session(SessionSpec::named("holder"))
+        .expect("session");
+    for _ in 0..n.handoffs {
+        let lease = s
+            .acquire("ps", &AcquireOptions::default())
+            .expect("acquire");
+        barrier.wait();
+        while eng.status("ps").expect("status").waiters.is_empty() {
+            std::hint::spin_loop();
+        }
+        let t0 = Instant::now();
+        lease.release().expect("release");
+        tx.send(t0).expect("send");
+        while eng.status("ps").expect("status").locked {
+            std::hint::spin_loop();
+        }
+    }
+    let lat = waiter.join().expect("waiter");
+    println!(
+        "hand-off: release -> waiter holds, {} times: {}",
+        n.handoffs,
+        summary(lat)
+    );
+    eng.close();
+}
+
+/// A million leases held by ten thousand sessions.
+fn scale(n: &Sizes) {
+    let before = rss_bytes();
+    let eng = engine(Config::default());
+    let total = n.sessions * n.leases_per_session;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let start = Instant::now();
+    let leases = rt.block_on(async {
+        let tasks: Vec<_> = (0..n.sessions)
+            .map(|i| {
+                let eng = eng.clone();
+                let per = n.leases_per_session;
+                tokio::spawn(async move {
+                    let s = eng.open_session(SessionSpec::named(format!("client-{i}")))?;
+                    let mut held = Vec::with_capacity(per);
+                    for j in 0..per {
+                        held.push(
+                            s.acquire_async(&format!("dev-{i}-{j}"), &AcquireOptions::default())
+                                .await?,
+                        );
+                    }
+                    Ok::<_, interlock::Error>(held)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(total);
+        for t in tasks {
+            all.extend(t.await.expect("task").expect("grants"));
+        }
+        all
+    });
+    let granted = start.elapsed();
+    let after = rss_bytes();
+    println!(
+        "scale: {total} leases by {} sessions granted in {:.2} s ({:.0}/s); resident memory {:.0} bytes per lease (engine and client lease objects)",
+        n.sessions,
+        granted.as_secs_f64(),
+        total as f64 / granted.as_secs_f64(),
+        (after.saturating_sub(before)) as f64 / total as f64
+    );
+    let probe = eng
+        .open_session(SessionSpec::named("probe"))
+        .expect("session");
+    let samples = 1000.min(total);
+    let status: Vec<Duration> = (0..samples)
+        .map(|k| {
+            let name = format!("dev-{}-{}", k % n.sessions, k % n.leases_per_session);
+            let t = Instant::now();
+            eng.status(&name).expect("status");
+            t.elapsed()
+        })
+        .collect();
+    println!("scale: status while {total} are held: {}", summary(status));
+    let pairs: Vec<Duration> = (0..samples)
+        .map(|_| {
+            let t = Instant::now();
+            probe
+                .acquire("free-one", &AcquireOptions::default())
+                .and_then(|l| l.release())
+                .expect("pair");
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "scale: acquire+release while {total} are held: {}",
+        summary(pairs)
+    );
+    drop(leases);
+    eng.close();
+}
+
+/// Many leases expire at one moment while another thread keeps working.
+fn mass_expiry(n: &Sizes) {
+    let eng = engine(Config::default());
+    let s = eng
+        .open_session(SessionSpec::named("batch"))
+        .expect("session");
+    let ttl = Duration::from_millis(500);
+    let opts = AcquireOptions {
+        ttl: Some(ttl),
+        mode: Mode::Shared,
+        ..Default::default()
+    };
+    let names: Vec<String> = (0..n.expiring).map(|i| format!("slot-{i}")).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    rt.block_on(async {
+        let futs: Vec<_> = names.iter().map(|r| s.acquire_async(r, &opts)).collect();
+        for f in futs {
+            f.await.expect("acquire");
+        }
+    });
+    let grant_time = started.elapsed();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (eng, stop) = (eng.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let w = eng
+                .open_session(SessionSpec::named("worker"))
+                .expect("session");
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                w.acquire("unrelated", &AcquireOptions::default())
+                    .and_then(|l| l.release())
+                    .expect("pair");
+                lat.push(t.elapsed());
+            }
+            lat
+        })
+    };
+    let deadline = started + ttl + Duration::from_millis(300);
+    while Instant::now() < deadline || eng.locks().expect("locks").len() > 1 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let lat = worker.join().expect("worker");
+    println!(
+        "mass expiry: {} leases (granted in {:.2} s) expired together; unrelated worker, {} pairs: {}",
+        n.expiring,
+        grant_time.as_secs_f64(),
+        lat.len(),
+        summary(lat)
+    );
+    eng.close();
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full { &FULL } else { &SMOKE };
+    println!(
+        "interlock load bench ({})",
+        if full { "full" } else { "smoke" }
+    );
+    pipelined(n);
+    handoff(n);
+    mass_expiry(n);
+    scale(n);
+}
