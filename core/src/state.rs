@@ -3,7 +3,7 @@
 //! `now`, a monotonic duration since the engine's clock started.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 /// Hash tables keyed by names and ids that clients choose: foldhash is several times
 /// faster than SipHash and still seeded per table.
@@ -192,8 +192,9 @@ struct SessionRec {
     created_at: f64,
     last_seen: Duration,
     stale: bool,
-    leases: BTreeSet<Arc<str>>,
+    leases: HashSet<Arc<str>>,
     waits: HashSet<WaitId>,
+    history: VecDeque<Arc<Event>>,
 }
 
 impl SessionRec {
@@ -220,11 +221,20 @@ struct Holder {
     cell: Arc<LeaseCell>,
 }
 
+/// A resource's record lives while it is held or waited for, and after that while its
+/// history still has events in the global ring.
 #[derive(Debug, Default)]
 struct ResourceRec {
     holders: Vec<Holder>,
     /// Waiting requests by (priority, arrival).
     queue: BTreeMap<(u8, u64), WaitId>,
+    history: VecDeque<Arc<Event>>,
+}
+
+impl ResourceRec {
+    fn idle(&self) -> bool {
+        self.holders.is_empty() && self.queue.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -286,8 +296,8 @@ pub struct State {
     next_arrival: u64,
     next_opened: u64,
     global: VecDeque<Arc<Event>>,
-    by_resource: HashMap<Arc<str>, VecDeque<Arc<Event>>>,
-    by_session: HashMap<SessionId, VecDeque<Arc<Event>>>,
+    /// History of ended sessions, kept while the global ring has their events.
+    ended_history: HashMap<SessionId, VecDeque<Arc<Event>>>,
     /// Resources whose queue may have become grantable during this command.
     dirty: Vec<Arc<str>>,
 }
@@ -310,8 +320,7 @@ impl State {
             next_arrival: 0,
             next_opened: 0,
             global: VecDeque::new(),
-            by_resource: HashMap::default(),
-            by_session: HashMap::default(),
+            ended_history: HashMap::default(),
             dirty: Vec::new(),
         }
     }
@@ -518,14 +527,17 @@ impl State {
         let limit = self.cfg.history_limit;
         if limit > 0 {
             if let Some(r) = &ev.resource {
-                push_ring(
-                    self.by_resource.entry(r.clone()).or_default(),
-                    ev.clone(),
-                    limit,
-                );
+                let rec = self.resources.entry(r.clone()).or_default();
+                push_ring(&mut rec.history, ev.clone(), limit);
             }
             if let Some(s) = ev.session_id {
-                push_ring(self.by_session.entry(s).or_default(), ev.clone(), limit);
+                let ring = match self.sessions.get_mut(&s) {
+                    Some(rec) => Some(&mut rec.history),
+                    None => self.ended_history.get_mut(&s),
+                };
+                if let Some(ring) = ring {
+                    push_ring(ring, ev.clone(), limit);
+                }
             }
         }
         self.global.push_back(ev.clone());
@@ -537,27 +549,22 @@ impl State {
         fx.events.push(ev);
     }
 
-    /// Drops the per-resource and per-session rings of things that are gone once their
-    /// newest event has left the global ring.
+    /// Forgets idle resources and ended sessions once their newest event has left the
+    /// global ring.
     fn forget_history_of(&mut self, old: &Event) {
+        let gone = |ring: &VecDeque<Arc<Event>>| ring.back().is_none_or(|e| e.seq <= old.seq);
         if let Some(r) = &old.resource {
-            let newest = self
-                .by_resource
+            if self
+                .resources
                 .get(r)
-                .and_then(|q| q.back())
-                .map(|e| e.seq);
-            if newest <= Some(old.seq) && !self.resources.contains_key(r) {
-                self.by_resource.remove(r);
+                .is_some_and(|rec| rec.idle() && gone(&rec.history))
+            {
+                self.resources.remove(r);
             }
         }
         if let Some(s) = old.session_id {
-            let newest = self
-                .by_session
-                .get(&s)
-                .and_then(|q| q.back())
-                .map(|e| e.seq);
-            if newest <= Some(old.seq) && !self.sessions.contains_key(&s) {
-                self.by_session.remove(&s);
+            if self.ended_history.get(&s).is_some_and(gone) {
+                self.ended_history.remove(&s);
             }
         }
     }
@@ -572,8 +579,11 @@ impl State {
             validate_resource(r)?;
         }
         let ring = match (&resource, session) {
-            (Some(r), _) => self.by_resource.get(r.as_str()),
-            (None, Some(s)) => self.by_session.get(&s),
+            (Some(r), _) => self.resources.get(r.as_str()).map(|rec| &rec.history),
+            (None, Some(s)) => match self.sessions.get(&s) {
+                Some(rec) => Some(&rec.history),
+                None => self.ended_history.get(&s),
+            },
             (None, None) => Some(&self.global),
         };
         let mut events: Vec<Arc<Event>> = ring
@@ -625,8 +635,9 @@ impl State {
             created_at: self.unix(now),
             last_seen: now,
             stale: false,
-            leases: BTreeSet::new(),
+            leases: HashSet::default(),
             waits: HashSet::default(),
+            history: VecDeque::new(),
         };
         self.next_opened += 1;
         if let Some(at) = rec.expires() {
@@ -647,7 +658,11 @@ impl State {
             last_seen: self.unix(s.last_seen),
             expires_at: s.expires().map(|d| self.unix(d)),
             stale: s.stale,
-            leases: s.leases.iter().cloned().collect(),
+            leases: {
+                let mut l: Vec<Arc<str>> = s.leases.iter().cloned().collect();
+                l.sort();
+                l
+            },
         }
     }
 
@@ -757,7 +772,11 @@ impl State {
         };
         let ev = self.session_event(now, kind, id);
         self.emit(ev, fx);
-        self.sessions.remove(&id);
+        if let Some(rec) = self.sessions.remove(&id) {
+            if !rec.history.is_empty() {
+                self.ended_history.insert(id, rec.history);
+            }
+        }
         self.ended.insert(id, why);
         self.ended_order.push_back(id);
         if self.ended_order.len() > self.cfg.global_history {
@@ -1082,12 +1101,14 @@ impl State {
             return;
         }
         for r in resources {
-            let fence = self
+            let found = self
                 .resources
-                .get(r.as_str())
-                .and_then(|rec| rec.holders.iter().find(|h| h.wait == id).map(|h| h.fence));
-            if let Some(fence) = fence {
-                let r: Arc<str> = Arc::from(r.as_str());
+                .get_key_value(r.as_str())
+                .and_then(|(k, rec)| {
+                    let h = rec.holders.iter().find(|h| h.wait == id)?;
+                    Some((k.clone(), h.fence))
+                });
+            if let Some((r, fence)) = found {
                 self.end_lease(now, &r, fence, End::Released, Some("cancelled".into()), fx);
             }
         }
@@ -1184,21 +1205,23 @@ impl State {
         self.dirty.push(resource.clone());
     }
 
+    /// Forgets an idle resource that has no history to keep.
     fn drop_if_idle(&mut self, resource: &str) {
         if self
             .resources
             .get(resource)
-            .is_some_and(|r| r.holders.is_empty() && r.queue.is_empty())
+            .is_some_and(|r| r.idle() && r.history.is_empty())
         {
             self.resources.remove(resource);
         }
     }
 
-    fn find_token(&self, resource: &str, token: Token) -> Result<&Holder> {
+    /// The resource's own name and the holder with `token`.
+    fn find_token(&self, resource: &str, token: Token) -> Result<(Arc<str>, &Holder)> {
         validate_resource(resource)?;
         self.resources
-            .get(resource)
-            .and_then(|r| r.holders.iter().find(|h| h.token == token))
+            .get_key_value(resource)
+            .and_then(|(k, r)| Some((k.clone(), r.holders.iter().find(|h| h.token == token)?)))
             .ok_or_else(|| Error::InvalidToken(resource.to_string()))
     }
 
@@ -1209,10 +1232,9 @@ impl State {
         token: Token,
         fx: &mut Effects,
     ) -> Result<()> {
-        let h = self.find_token(resource, token)?;
+        let (r, h) = self.find_token(resource, token)?;
         let (session, fence) = (h.session, h.fence);
         self.touch(now, session, fx)?;
-        let r: Arc<str> = Arc::from(resource);
         self.end_lease(now, &r, fence, End::Released, None, fx);
         Ok(())
     }
@@ -1228,7 +1250,8 @@ impl State {
         if ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid("ttl must be more than zero"));
         }
-        let session = self.find_token(resource, token)?.session;
+        let (key, h) = self.find_token(resource, token)?;
+        let session = h.session;
         self.touch(now, session, fx)?;
         let rec = self
             .resources
@@ -1244,7 +1267,7 @@ impl State {
         h.expires = h.ttl.map(|t| now + t);
         let (expires, fence) = (h.expires, h.fence);
         if let (Some(at), false) = (expires, had_deadline) {
-            self.push_deadline(at, Due::Lease(Arc::from(resource), fence));
+            self.push_deadline(at, Due::Lease(key, fence));
         }
         Ok(Reply::Renewed {
             expires_at: expires.map(|d| self.unix(d)),

@@ -236,10 +236,14 @@ impl Model {
     fn check(&mut self) {
         let st = &self.st;
         for (name, rec) in &st.resources {
-            assert!(
-                !(rec.holders.is_empty() && rec.queue.is_empty()),
-                "idle resource {name} kept"
-            );
+            if rec.idle() {
+                let oldest = st.global.front().map_or(u64::MAX, |e| e.seq);
+                let newest = rec.history.back().map(|e| e.seq);
+                assert!(
+                    newest >= Some(oldest),
+                    "idle resource {name} kept without history"
+                );
+            }
             if rec.holders.iter().any(|h| h.mode == Mode::Exclusive) {
                 assert_eq!(rec.holders.len(), 1, "conflicting holders on {name}");
             }
@@ -286,11 +290,13 @@ impl Model {
         }
         let limit = st.cfg.history_limit;
         assert!(st.global.len() <= st.cfg.global_history);
-        assert!(st
-            .by_resource
+        let mut rings = st
+            .resources
             .values()
-            .chain(st.by_session.values())
-            .all(|r| r.len() <= limit));
+            .map(|r| &r.history)
+            .chain(st.sessions.values().map(|s| &s.history))
+            .chain(st.ended_history.values());
+        assert!(rings.all(|r| r.len() <= limit));
         assert!(st
             .global
             .iter()
