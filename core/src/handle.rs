@@ -317,6 +317,14 @@ impl Handle {
 
     // ----- session calls, by session id (the C API names sessions by id) ----------
 
+    /// Ends the session `id` (see [`Session::close`]); 0 if it had already ended.
+    pub fn close_session(&self, id: SessionId) -> Result<usize> {
+        match self.call(Command::CloseSession(id))? {
+            Reply::Count(n) => Ok(n),
+            r => Err(unexpected(r)),
+        }
+    }
+
     /// A [`Session`] value for an id known from elsewhere (the C API, a listing).
     pub fn session(&self, id: SessionId) -> Result<Session> {
         self.session_from(self.call(Command::Session(id))?)
@@ -429,10 +437,7 @@ impl Session {
     /// Ends the session: releases its leases (returns how many) and cancels its waits.
     /// Closing a closed session returns 0.
     pub fn close(&self) -> Result<usize> {
-        match self.handle.call(Command::CloseSession(self.id))? {
-            Reply::Count(n) => Ok(n),
-            r => Err(unexpected(r)),
-        }
+        self.handle.close_session(self.id)
     }
 
     /// Acquires one resource, waiting as `opts.timeout` says.

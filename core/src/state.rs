@@ -1013,6 +1013,8 @@ impl State {
             });
             let rec = self.resources.entry(r.clone()).or_default();
             rec.queue.remove(&w.key());
+            // Most resources have one holder: grow one at a time, not by Vec's default 4.
+            rec.holders.reserve_exact(1);
             rec.holders.push(holder);
             if let Some(at) = expires {
                 self.push_deadline(at, Due::Lease(r.clone(), fence));
