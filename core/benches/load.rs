@@ -285,6 +285,8 @@ fn mass_expiry(n: &Sizes) {
     eng.close();
 }
 
+type Section = (&'static str, fn(&Sizes));
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let full = args.iter().any(|a| a == "--bench");
@@ -299,7 +301,7 @@ fn main() {
         "interlock load bench ({})",
         if full { "full" } else { "smoke" }
     );
-    let sections: [(&str, fn(&Sizes)); 4] = [
+    let sections: [Section; 4] = [
         ("pipelined", pipelined),
         ("handoff", handoff),
         ("expiry", mass_expiry),
