@@ -287,7 +287,8 @@ pub struct State {
     /// Ended sessions, so a late call can say `SessionExpired` rather than `NotFound`.
     ended: HashMap<SessionId, Ended>,
     ended_order: VecDeque<SessionId>,
-    resources: HashMap<Arc<str>, ResourceRec>,
+    /// Boxed: a million-entry table then costs 24 bytes a slot, not a whole record.
+    resources: HashMap<Arc<str>, Box<ResourceRec>>,
     waits: HashMap<WaitId, WaitRec>,
     deadlines: BinaryHeap<Reverse<(Duration, Due)>>,
     deadlines_compacted: usize,
@@ -1386,9 +1387,13 @@ impl State {
     }
 }
 
+/// Appends to a history ring of at most `limit` events. Rings grow from one slot (most
+/// resources have few events) by doubling, up to `limit`.
 fn push_ring(ring: &mut VecDeque<Arc<Event>>, ev: Arc<Event>, limit: usize) {
     if ring.len() >= limit {
         ring.pop_front();
+    } else if ring.len() == ring.capacity() {
+        ring.reserve_exact((ring.len() * 2).clamp(1, limit) - ring.len());
     }
     ring.push_back(ev);
 }
