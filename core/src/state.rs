@@ -794,10 +794,9 @@ impl State {
         if req.resources.is_empty() {
             return Err(Error::invalid("no resource given"));
         }
-        let mut seen = HashSet::default();
-        for r in &req.resources {
+        for (i, r) in req.resources.iter().enumerate() {
             validate_resource(r)?;
-            if !seen.insert(r.as_str()) {
+            if req.resources[..i].contains(r) {
                 return Err(Error::invalid(format!("resource {r:?} is named twice")));
             }
         }
