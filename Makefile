@@ -13,7 +13,7 @@ test: lint test-rust test-c test-python
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 # Each benchmark also runs once, in a tiny configuration, so its code never rots.
 test-rust:

@@ -114,9 +114,6 @@ impl Actor {
             }
         }
         let _ = self.apply(Command::Close);
-        for sub in &self.subscribers {
-            sub.close();
-        }
     }
 
     /// The next message, or a `Tick` when a deadline is due; `None` once every handle
@@ -168,7 +165,7 @@ impl Actor {
         let mut pending: VecDeque<_> = completions.into();
         while let Some((id, outcome)) = pending.pop_front() {
             if let Some(w) = self.waiters.remove(&id) {
-                pending.extend(self.deliver(w.done, outcome, w.on_lost));
+                pending.extend(self.deliver(id, w, outcome));
             }
         }
     }
@@ -188,30 +185,26 @@ impl Actor {
                 on_lost,
             } => {
                 let wait = req.wait;
-                match self.apply(Command::Acquire(req)) {
-                    Ok(Reply::Queued { position }) => {
-                        self.waiters.insert(wait, Waiter { done, on_lost });
-                        if let Some(ack) = ack {
-                            let _ = ack.send(Ok(Some(position)));
-                        }
-                    }
+                // Registered before the command runs: its own settle may grant it.
+                self.waiters.insert(wait, Waiter { done, on_lost });
+                let outcome = match self.apply(Command::Acquire(req)) {
+                    Ok(Reply::Queued { position }) => Ok(Some(position)),
                     Ok(Reply::Granted(grants)) => {
-                        if let Some(ack) = ack {
-                            let _ = ack.send(Ok(None));
-                        }
-                        let more = self.deliver(done, Ok(grants), on_lost);
-                        self.complete(more);
+                        self.complete(vec![(wait, Ok(grants))]);
+                        Ok(None)
                     }
-                    other => {
-                        let err = match other {
-                            Err(e) => e,
-                            Ok(r) => Error::Internal(format!("acquire answered {r:?}")),
-                        };
-                        match ack {
-                            Some(ack) => drop(ack.send(Err(err))),
-                            None => drop(done.send(Err(err))),
+                    Ok(r) => Err(Error::Internal(format!("acquire answered {r:?}"))),
+                    Err(e) => Err(e),
+                };
+                match (ack, outcome) {
+                    (Some(ack), outcome) => {
+                        if outcome.is_err() {
+                            self.waiters.remove(&wait);
                         }
+                        let _ = ack.send(outcome);
                     }
+                    (None, Err(e)) => self.complete(vec![(wait, Err(e))]),
+                    (None, Ok(_)) => {}
                 }
             }
             Msg::Subscribe {
@@ -221,12 +214,7 @@ impl Actor {
             } => {
                 let result = match since.map(|since| self.apply(Command::Replay { since })) {
                     Some(Ok(Reply::Replay { events, missed })) => {
-                        if missed > 0 {
-                            queue.push(Arc::new(Event::lagged(missed)));
-                        }
-                        for ev in events.into_iter().filter(|e| queue.wants(e)) {
-                            queue.push(ev);
-                        }
+                        queue.replay(missed, events);
                         Ok(())
                     }
                     Some(Ok(r)) => Err(Error::Internal(format!("replay answered {r:?}"))),
@@ -247,10 +235,11 @@ impl Actor {
     /// at once; the undo's own completions are returned for the caller to deliver.
     fn deliver(
         &mut self,
-        done: reply::Sender<GrantResult>,
+        wait: WaitId,
+        waiter: Waiter,
         outcome: GrantResult,
-        on_lost: Option<LostCallback>,
     ) -> Vec<(WaitId, GrantResult)> {
+        let Waiter { done, on_lost } = waiter;
         let watch: Vec<(u64, Arc<LeaseCell>, LostNotice)> = match (&outcome, &on_lost) {
             (Ok(grants), Some(_)) => grants
                 .iter()
@@ -283,17 +272,12 @@ impl Actor {
                 Vec::new()
             }
             Err(Ok(grants)) => {
-                let mut more = Vec::new();
-                for g in grants {
-                    let cmd = Command::Release {
-                        resource: g.resource.to_string(),
-                        token: g.token,
-                    };
-                    let (_, fx) = self.state.apply(self.clock.now(), cmd);
-                    self.publish(fx.events);
-                    more.extend(fx.completions);
-                }
-                more
+                let resources = grants.iter().map(|g| g.resource.to_string()).collect();
+                let (_, fx) = self
+                    .state
+                    .apply(self.clock.now(), Command::Cancel { wait, resources });
+                self.publish(fx.events);
+                fx.completions
             }
             Err(Err(_)) => Vec::new(),
         }
@@ -346,6 +330,15 @@ impl Actor {
                     .jobs
                     .send(Job::Lost(w.callback, LostNotice { reason, ..w.notice }));
             }
+        }
+    }
+}
+
+/// Subscriptions end when the actor does, also if it panicked.
+impl Drop for Actor {
+    fn drop(&mut self) {
+        for sub in &self.subscribers {
+            sub.close();
         }
     }
 }

@@ -29,6 +29,7 @@ struct Inner {
     next_wait: AtomicU64,
     subscriber_buffer: usize,
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    actor: ThreadId,
     dispatcher: ThreadId,
 }
 
@@ -46,10 +47,15 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        // A thread cannot join itself: the last handle may drop on the actor thread (held
+        // by a callback it discards), and a callback that closes the engine runs on the
+        // dispatcher. Each of them ends on its own after `Close`.
+        let me = std::thread::current().id();
         if let Some((actor, dispatcher)) = threads {
-            let _ = actor.join();
-            // A callback that closes the engine runs on the dispatcher: it cannot join itself.
-            if std::thread::current().id() != self.dispatcher {
+            if me != self.actor {
+                let _ = actor.join();
+            }
+            if me != self.dispatcher {
                 let _ = dispatcher.join();
             }
         }
@@ -147,6 +153,7 @@ impl Handle {
                 tx,
                 next_wait: AtomicU64::new(1),
                 subscriber_buffer,
+                actor: actor.thread().id(),
                 dispatcher: dispatcher.thread().id(),
                 threads: Mutex::new(Some((actor, dispatcher))),
             }),

@@ -201,7 +201,7 @@ impl SessionRec {
     fn expires(&self) -> Option<Duration> {
         match self.stale {
             true => None,
-            false => self.ttl.map(|t| self.last_seen + t),
+            false => self.ttl.and_then(|t| self.last_seen.checked_add(t)),
         }
     }
 }
@@ -403,8 +403,15 @@ impl State {
                 for (id, _) in std::mem::take(&mut self.waits) {
                     fx.completions.push((id, Err(Error::EngineClosed)));
                 }
+                for s in self.sessions.values_mut() {
+                    s.waits.clear();
+                    s.leases.clear();
+                }
                 for rec in self.resources.values_mut() {
                     rec.queue.clear();
+                    for h in rec.holders.drain(..) {
+                        h.cell.set(LeaseState::Released);
+                    }
                 }
                 Ok(Reply::Unit)
             }
@@ -468,6 +475,9 @@ impl State {
                     }
                 }
             }
+            // In deadline order: a lock freed by an earlier deadline goes to its waiters
+            // before a later deadline times them out.
+            self.settle(now, fx);
         }
         self.compact_deadlines();
     }
@@ -621,6 +631,9 @@ impl State {
         fx: &mut Effects,
     ) -> Result<SessionInfo> {
         validate_session_name(&spec.name)?;
+        if spec.ttl.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid("session ttl must be more than zero"));
+        }
         let metadata = match spec.metadata {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
             m => m,
@@ -838,7 +851,10 @@ impl State {
             priority: req.priority,
             arrival: self.next_arrival,
             ttl: req.ttl.or(self.cfg.lock_ttl),
-            deadline: req.timeout.filter(|t| !t.is_zero()).map(|t| now + t),
+            deadline: req
+                .timeout
+                .filter(|t| !t.is_zero())
+                .and_then(|t| now.checked_add(t)),
             reason: req.reason.map(Arc::from),
             preempt: req.preempt,
             break_stale: req.break_stale,
@@ -985,7 +1001,7 @@ impl State {
             }
             let fence = self.next_fence;
             self.next_fence += 1;
-            let expires = w.ttl.map(|t| now + t);
+            let expires = w.ttl.and_then(|t| now.checked_add(t));
             let holder = Holder {
                 session: w.session,
                 mode: w.mode,
@@ -1141,9 +1157,16 @@ impl State {
         out
     }
 
-    /// Does the new wait `id` of `session` close a cycle in the waits-for graph?
+    /// Does the new wait `id` of `session` close a cycle in the waits-for graph? Every
+    /// edge it adds touches `session` (its own, and those of waits it was queued ahead
+    /// of), so any new cycle runs through `session`: search from all of its waits.
     fn closes_cycle(&self, session: SessionId, id: WaitId) -> bool {
         let mut stack = self.blockers(&self.waits[&id]);
+        if let Some(rec) = self.sessions.get(&session) {
+            for w in &rec.waits {
+                stack.extend(self.blockers(&self.waits[w]));
+            }
+        }
         let mut seen = HashSet::default();
         while let Some(s) = stack.pop() {
             if s == session {
@@ -1264,11 +1287,13 @@ impl State {
             .iter_mut()
             .find(|h| h.token == token)
             .ok_or_else(|| Error::InvalidToken(resource.into()))?;
-        let had_deadline = h.expires.is_some();
+        let before = h.expires;
         h.ttl = ttl.or(h.ttl);
-        h.expires = h.ttl.map(|t| now + t);
+        h.expires = h.ttl.and_then(|t| now.checked_add(t));
         let (expires, fence) = (h.expires, h.fence);
-        if let (Some(at), false) = (expires, had_deadline) {
+        // The heap holds this lease at `before`; a later expiry is found when that entry
+        // pops, an earlier one needs its own entry.
+        if let Some(at) = expires.filter(|at| before.is_none_or(|b| *at < b)) {
             self.push_deadline(at, Due::Lease(key, fence));
         }
         Ok(Reply::Renewed {

@@ -972,13 +972,27 @@ fn bad_acquire_input_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn close_fails_every_pending_wait() {
+fn a_session_ttl_of_zero_is_refused() {
+    let mut b = Bench::new();
+    let spec = SessionSpec {
+        ttl: Some(Duration::ZERO),
+        ..SessionSpec::named("s")
+    };
+    assert_eq!(
+        err(b.run(Command::OpenSession(spec)).0),
+        ErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn close_fails_every_pending_wait_and_ends_every_lease() {
     let mut b = Bench::new();
     let (s, t) = (b.open("s"), b.open("t"));
-    b.grab(s, "a", Mode::Exclusive);
+    let held = b.grab(s, "a", Mode::Exclusive);
     let w = b.queue(t, &["a"], |_| {});
     let (_, fx) = b.run(Command::Close);
     assert_eq!(failed(&fx, w), ErrorKind::EngineClosed);
+    assert_eq!(held.cell.get(), LeaseState::Released);
 }
 
 #[test]

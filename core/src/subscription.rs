@@ -94,6 +94,18 @@ impl SubQueue {
         }
     }
 
+    /// Queues the events a subscription asked to replay (and a marker for those already
+    /// gone), beyond the capacity: the global ring bounds them, and a reconnecting client
+    /// must miss nothing that it still holds.
+    pub(crate) fn replay(&self, missed: u64, events: Vec<Arc<Event>>) {
+        let mut q = self.lock();
+        if missed > 0 {
+            q.events.push_back(Arc::new(Event::lagged(missed)));
+        }
+        q.events
+            .extend(events.into_iter().filter(|e| self.wants(e)));
+    }
+
     fn pop(q: &mut Inner) -> Option<Arc<Event>> {
         if let Some(ev) = q.events.pop_front() {
             return Some(ev);

@@ -1,0 +1,139 @@
+"""The pure-Python half of the package: the context managers and the asyncio glue that
+the compiled module's methods hand out (``Session.lock``, ``Session.lock_async``,
+``await ticket``, ``async for event in subscription``).
+
+Asyncio waits take their outcome on the event loop's own thread only: the engine merely
+wakes the loop, so a task cancelled while it waits has received nothing, and withdrawing
+its ticket leaves nothing held and nothing queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+
+from ._interlock import EngineClosed, Error
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._interlock import Event, Lease, Subscription, Ticket
+
+T = TypeVar("T")
+Held = Union["Lease", "list[Lease]"]
+
+
+def _leave(held: Held, propagating: bool) -> None:
+    """Releases what a block held. A lease lost inside the block raises ``LockLost``
+    (the first such error is raised once every lease is released) -- unless another
+    exception is already on its way, which is then left alone."""
+    failure: Optional[Error] = None
+    for lease in held if isinstance(held, list) else [held]:
+        try:
+            lease.release()
+        except Error as e:
+            failure = failure or e
+    if failure is not None and not propagating:
+        raise failure
+
+
+class Locked:
+    """``with session.lock(...) as lease:`` and ``with session.lock_many(...) as leases:``."""
+
+    __slots__ = ("_acquire", "_args", "_kwargs", "_held")
+
+    def __init__(
+        self, acquire: Callable[..., Held], args: tuple[Any, ...], kwargs: Optional[dict[str, Any]]
+    ) -> None:
+        self._acquire = acquire
+        self._args = args
+        self._kwargs = kwargs or {}
+
+    def __enter__(self) -> Held:
+        self._held = self._acquire(*self._args, **self._kwargs)
+        return self._held
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        _leave(self._held, exc_type is not None)
+
+
+class AsyncLocked:
+    """``async with session.lock_async(...) as lease:``."""
+
+    __slots__ = ("_enqueue", "_args", "_kwargs", "_held")
+
+    def __init__(
+        self, enqueue: Callable[..., Ticket[Any]], args: tuple[Any, ...], kwargs: Optional[dict[str, Any]]
+    ) -> None:
+        self._enqueue = enqueue
+        self._args = args
+        self._kwargs = kwargs or {}
+
+    async def __aenter__(self) -> Held:
+        held: Held = await self._enqueue(*self._args, **self._kwargs)
+        self._held = held
+        return held
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        _leave(self._held, exc_type is not None)
+
+
+async def acquire_async(
+    enqueue: Callable[..., Ticket[Any]], args: tuple[Any, ...], kwargs: Optional[dict[str, Any]]
+) -> Held:
+    """``await session.acquire_async(...)``: an enqueued request, awaited."""
+    held: Held = await enqueue(*args, **(kwargs or {}))
+    return held
+
+
+async def wait(ticket: Ticket[Any]) -> Held:
+    """``await ticket``. If the awaiting task is cancelled, the ticket is cancelled."""
+    try:
+        return await _until_ready(ticket._poll)
+    except Error:
+        raise
+    except BaseException:
+        with contextlib.suppress(EngineClosed):
+            ticket.cancel()
+        raise
+
+
+async def next_event(subscription: Subscription) -> Event:
+    """``async for event in subscription``."""
+    return await _until_ready(subscription._poll)
+
+
+async def _until_ready(poll: Callable[[Callable[[], None]], Optional[T]]) -> T:
+    """Calls ``poll(wake)`` until it has a result; in between, sleeps until the engine
+    calls ``wake`` (from another thread)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        woken = loop.create_future()
+        result = poll(functools.partial(_wake, loop, woken))
+        if result is not None:
+            return result
+        await woken
+
+
+def _wake(loop: asyncio.AbstractEventLoop, woken: asyncio.Future[None]) -> None:
+    try:
+        loop.call_soon_threadsafe(_set_done, woken)
+    except RuntimeError:
+        pass  # the loop is closed: nobody waits any more
+
+
+def _set_done(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)

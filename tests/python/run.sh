@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The Python tests: builds and installs the package into .venv (see py/install-venv.sh),
+# checks the stub with stubtest and runs pytest against the installed package. Arguments
+# go to pytest.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bash "$root/py/install-venv.sh" "pytest>=8" "pytest-timeout>=2.3" "mypy>=1.11"
+py="$root/.venv/bin/python"
+export MYPY_CACHE_DIR="$root/.venv/mypy-cache"  # stubtest and mypy: no cache in the tree
+
+# From outside the source tree, so that the installed package is the one imported.
+cd "$root/tests/python"
+echo "stubtest: interlock._interlock"
+"$py" -m mypy.stubtest interlock._interlock
+echo "mypy --strict: the package, and the example as a user's code sees the stub"
+mypy=("$py" -m mypy --strict)
+"${mypy[@]}" -p interlock
+"${mypy[@]}" "$root/examples/python/optimizer.py"
+echo "mypy: the tests use the API as the stub types it"
+"$py" -m mypy .
+"$py" -m pytest "$@"
