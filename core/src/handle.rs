@@ -671,7 +671,8 @@ impl Lease {
         &self.handle
     }
 
-    /// Held, released, or lost (and why): exact as soon as the engine has acted.
+    /// Held, released, lost (and why) or ended by the engine closing: exact as soon as
+    /// the engine has acted.
     pub fn state(&self) -> LeaseState {
         self.grant.cell.get()
     }
@@ -705,6 +706,7 @@ impl Lease {
             }),
             LeaseState::Released => Ok(false),
             LeaseState::Held => Ok(true),
+            LeaseState::Closed => Err(Error::EngineClosed),
         }
     }
 

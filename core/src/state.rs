@@ -410,7 +410,7 @@ impl State {
                 for rec in self.resources.values_mut() {
                     rec.queue.clear();
                     for h in rec.holders.drain(..) {
-                        h.cell.set(LeaseState::Released);
+                        h.cell.set(LeaseState::Closed);
                     }
                 }
                 Ok(Reply::Unit)

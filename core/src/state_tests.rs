@@ -992,7 +992,7 @@ fn close_fails_every_pending_wait_and_ends_every_lease() {
     let w = b.queue(t, &["a"], |_| {});
     let (_, fx) = b.run(Command::Close);
     assert_eq!(failed(&fx, w), ErrorKind::EngineClosed);
-    assert_eq!(held.cell.get(), LeaseState::Released);
+    assert_eq!(held.cell.get(), LeaseState::Closed);
 }
 
 #[test]

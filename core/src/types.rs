@@ -209,6 +209,8 @@ pub enum LeaseState {
     Held,
     Released,
     Lost(LostReason),
+    /// The engine closed while it was held.
+    Closed,
 }
 
 impl LeaseCell {
@@ -222,7 +224,8 @@ impl LeaseCell {
             2 => LeaseState::Lost(LostReason::Preempted),
             3 => LeaseState::Lost(LostReason::Expired),
             4 => LeaseState::Lost(LostReason::ForceReleased),
-            _ => LeaseState::Lost(LostReason::SessionExpired),
+            5 => LeaseState::Lost(LostReason::SessionExpired),
+            _ => LeaseState::Closed,
         }
     }
 
@@ -234,6 +237,7 @@ impl LeaseCell {
             LeaseState::Lost(LostReason::Expired) => 3,
             LeaseState::Lost(LostReason::ForceReleased) => 4,
             LeaseState::Lost(LostReason::SessionExpired) => 5,
+            LeaseState::Closed => 6,
         };
         self.0.store(v, Ordering::Release);
     }

@@ -88,6 +88,7 @@ impl Lease {
         let state = match self.inner.state() {
             LeaseState::Held => String::new(),
             LeaseState::Released => " released".into(),
+            LeaseState::Closed => " closed".into(),
             LeaseState::Lost(why) => format!(" lost={why}"),
         };
         format!(
