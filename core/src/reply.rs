@@ -12,6 +12,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+/// Polls of pure spinning before a spinner starts to yield its core.
+const SPIN_POLLS: u32 = 2048;
+
 /// How long a blocking receiver polls for its reply before it parks.
 const SPIN: Duration = Duration::from_micros(50);
 
@@ -28,6 +31,8 @@ struct Slot<T> {
     /// No value will come any more (sent, or the sender dropped).
     done: bool,
     receiver_gone: bool,
+    /// The receiver sleeps on `cond`: only then is a (syscall-costly) notify needed.
+    parked: bool,
     waker: Option<Waker>,
 }
 
@@ -44,6 +49,7 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
             value: None,
             done: false,
             receiver_gone: false,
+            parked: false,
             waker: None,
         }),
         cond: Condvar::new(),
@@ -62,11 +68,12 @@ pub(crate) fn spin_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bo
         if ready() {
             return true;
         }
-        if start.elapsed() >= limit {
+        polls += 1;
+        // Reading the clock costs more than a poll: look at it every 16th.
+        if polls % 16 == 0 && start.elapsed() >= limit {
             return false;
         }
-        polls += 1;
-        match polls < 64 {
+        match polls < SPIN_POLLS {
             true => std::hint::spin_loop(),
             false => std::thread::yield_now(),
         }
@@ -96,9 +103,12 @@ fn finish<T>(shared: &Shared<T>, value: Option<T>) -> Result<(), T> {
     slot.value = value;
     slot.done = true;
     let waker = slot.waker.take();
+    let parked = slot.parked;
     shared.ready.store(true, Ordering::Release);
     drop(slot);
-    shared.cond.notify_all();
+    if parked {
+        shared.cond.notify_all();
+    }
     if let Some(w) = waker {
         w.wake();
     }
@@ -132,13 +142,16 @@ impl<T> Receiver<T> {
         let mut slot = lock(&self.0);
         loop {
             if let Some(r) = Self::take(&mut slot) {
+                slot.parked = false;
                 return r.map(Some);
             }
+            slot.parked = true;
             slot = match deadline {
                 None => self.0.cond.wait(slot).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        slot.parked = false;
                         return Ok(None);
                     }
                     self.0

@@ -28,6 +28,8 @@ struct Inner {
     /// Events dropped since the last one queued.
     missed: u64,
     closed: bool,
+    /// Readers asleep on `cond`: only then is a (syscall-costly) notify needed.
+    sleepers: u32,
     waker: Option<Waker>,
 }
 
@@ -42,6 +44,7 @@ impl SubQueue {
                 events: VecDeque::new(),
                 missed: 0,
                 closed: false,
+                sleepers: 0,
                 waker: None,
             }),
             cond: Condvar::new(),
@@ -87,8 +90,11 @@ impl SubQueue {
             q.missed = 1;
         }
         let waker = q.waker.take();
+        let sleepers = q.sleepers;
         drop(q);
-        self.cond.notify_one();
+        if sleepers > 0 {
+            self.cond.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -141,19 +147,24 @@ impl SubQueue {
             if q.closed {
                 return None;
             }
-            q = match deadline {
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.saturating_duration_since(Instant::now()) {
+                    left if left.is_zero() => return None,
+                    left => Some(left),
+                },
+            };
+            q.sleepers += 1;
+            q = match left {
                 None => self.cond.wait(q).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
+                Some(left) => {
                     self.cond
                         .wait_timeout(q, left)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
             };
+            q.sleepers -= 1;
         }
     }
 
