@@ -538,7 +538,10 @@ impl State {
         let limit = self.cfg.history_limit;
         if limit > 0 {
             if let Some(r) = &ev.resource {
-                let rec = self.resources.entry(r.clone()).or_default();
+                let rec = match self.resources.get_mut(r) {
+                    Some(rec) => rec,
+                    None => self.resources.entry(r.clone()).or_default(),
+                };
                 push_ring(&mut rec.history, ev.clone(), limit);
             }
             if let Some(s) = ev.session_id {
@@ -573,7 +576,7 @@ impl State {
                 self.resources.remove(r);
             }
         }
-        if let Some(s) = old.session_id {
+        if let Some(s) = old.session_id.filter(|_| !self.ended_history.is_empty()) {
             if self.ended_history.get(&s).is_some_and(gone) {
                 self.ended_history.remove(&s);
             }
@@ -1059,6 +1062,12 @@ impl State {
             let Some(rec) = self.resources.get(&r) else {
                 continue;
             };
+            if rec.queue.is_empty() {
+                if rec.idle() && rec.history.is_empty() {
+                    self.resources.remove(&r);
+                }
+                continue;
+            }
             let queued: Vec<WaitId> = rec.queue.values().copied().collect();
             for id in queued {
                 let w = &self.waits[&id];
