@@ -89,7 +89,11 @@ impl Session {
         request: Request,
     ) -> PyResult<Vec<Py<Lease>>> {
         let names: Vec<&str> = resources.iter().map(String::as_str).collect();
-        let pending = unlocked(py, || self.inner.request(&names, &request.options))?;
+        // Sending never blocks (the channel is unbounded): only the wait releases the GIL.
+        let pending = self
+            .inner
+            .request(&names, &request.options)
+            .map_err(to_py)?;
         let granted = ticket::wait(py, &pending, None)?.map_err(to_py)?;
         lease::wrap(py, granted, &self.name, request.hook.as_deref())
     }
