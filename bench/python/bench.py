@@ -194,12 +194,12 @@ def main() -> int:
         rows = {**ours, **peers}
 
         print("\n## One uncontended acquire + release pair (median)\n")
-        print("| lock | per pair | interlock is faster by |")
+        print("| lock | per pair | its time ÷ interlock's |")
         print("| --- | ---: | ---: |")
         medians = {name: median_pair_ns(make(0), pair_secs) for name, make in rows.items()}
         ref = medians["interlock Session.acquire"]
         for name, ns in medians.items():
-            print(f"| {name} | {ns / 1000:.2f} µs | {ns / ref:.1f}× |")
+            print(f"| {name} | {ns / 1000:.2f} µs | {ns / ref:.2f}× |")
 
         print("\n## 4 threads on one lock\n")
         print("| lock | pairs/s | p50 | p99 | Jain's index | per-thread counts |")
