@@ -19,6 +19,12 @@ STEPS = 6
 REACTOR = "reactor-1"
 
 
+def say(line: str) -> None:
+    """One whole line per write, so that lines from several threads never interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def monitor(events: interlock.Subscription) -> None:
     """What a lab GUI would show; the stream ends when the engine closes."""
     for ev in events:
@@ -26,14 +32,14 @@ def monitor(events: interlock.Subscription) -> None:
         extra = "".join(
             f" {k}={v}" for k, v in [("fence", ev.fence), ("position", ev.position), ("reason", ev.reason)] if v is not None
         )
-        print(f"  monitor | {ev.kind:<15} {ev.resource or '-':<10}{who}{extra}", flush=True)
+        say(f"  monitor | {ev.kind:<15} {ev.resource or '-':<10}{who}{extra}")
 
 
 def drive(eng: interlock.Engine, lease: interlock.Lease, step: int) -> None:
     """One step of the experiment. The reactor's driver accepts a command only with the
     fence of a current lease, so a holder that lost its lock cannot steer it."""
     accepted = eng.check_fence(REACTOR, lease.fence)
-    print(f"optimizer | step {step}: set temperature (fence {lease.fence}, accepted={accepted})", flush=True)
+    say(f"optimizer | step {step}: set temperature (fence {lease.fence}, accepted={accepted})")
     time.sleep(0.05)
 
 
@@ -43,7 +49,7 @@ def optimizer(eng: interlock.Engine, halfway: threading.Event) -> int:
     interrupted = threading.Event()
 
     def on_lost(lease: interlock.Lease, why: str) -> None:  # on the engine's dispatcher thread
-        print(f"optimizer | on_lost: {lease!r} ({why})", flush=True)
+        say(f"optimizer | on_lost: {lease!r} ({why})")
         interrupted.set()
 
     with eng.session("Optimizer", metadata={"user": "ana", "app": "optimizer.py"}) as s:
@@ -59,7 +65,7 @@ def optimizer(eng: interlock.Engine, halfway: threading.Event) -> int:
                             interrupted.wait(10.0)  # a long measurement; maintenance cuts in
             except interlock.LockLost as e:
                 lost += 1
-                print(f"optimizer | {e}; queueing to resume at step {step}", flush=True)
+                say(f"optimizer | {e}; queueing to resume at step {step}")
     return lost
 
 
@@ -67,9 +73,9 @@ def maintenance(eng: interlock.Engine, halfway: threading.Event) -> None:
     halfway.wait()
     with eng.session("Maintenance") as s:
         with s.lock(REACTOR, priority=0, preempt=True, reason="calibration"):
-            print("maintenance | calibrating the reactor", flush=True)
+            say("maintenance | calibrating the reactor")
             time.sleep(0.2)
-        print("maintenance | done", flush=True)
+        say("maintenance | done")
 
 
 def main() -> int:
