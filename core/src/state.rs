@@ -890,23 +890,12 @@ impl State {
         let session = w.session;
         self.waits.insert(id, w);
         if self.closes_cycle(session, id) {
-            let w = self.remove_wait(id);
-            let mut ev = self.session_event(now, EventKind::Dequeued, session);
-            ev.reason = Some("deadlock".into());
-            ev.mode = Some(w.mode);
-            ev.priority = Some(w.priority);
-            for r in &w.resources {
-                self.emit(
-                    Event {
-                        resource: Some(r.clone()),
-                        ..ev.clone()
-                    },
-                    fx,
-                );
-            }
+            let names = self
+                .withdraw(now, id, "deadlock", fx)
+                .map(|w| w.resources.join(", "))
+                .unwrap_or_default();
             return Err(Error::Deadlock(format!(
-                "waiting for {} would close a cycle of waiting sessions",
-                w.resources.join(", ")
+                "waiting for {names} would close a cycle of waiting sessions"
             )));
         }
         let w = &self.waits[&id];
@@ -1072,9 +1061,10 @@ impl State {
             for id in queued {
                 let w = &self.waits[&id];
                 if self.can_grant(w) {
-                    let w = self.remove_wait(id);
-                    let grants = self.grant(now, id, w, fx);
-                    fx.completions.push((id, Ok(grants)));
+                    if let Some(w) = self.remove_wait(id) {
+                        let grants = self.grant(now, id, w, fx);
+                        fx.completions.push((id, Ok(grants)));
+                    }
                     break;
                 }
                 if w.mode == Mode::Exclusive {
@@ -1086,8 +1076,8 @@ impl State {
     }
 
     /// Takes a wait out of the table and every queue it stands in.
-    fn remove_wait(&mut self, id: WaitId) -> WaitRec {
-        let w = self.waits.remove(&id).expect("remove_wait: wait exists");
+    fn remove_wait(&mut self, id: WaitId) -> Option<WaitRec> {
+        let w = self.waits.remove(&id)?;
         for r in &w.resources {
             if let Some(rec) = self.resources.get_mut(r) {
                 rec.queue.remove(&w.key());
@@ -1097,11 +1087,18 @@ impl State {
         if let Some(s) = self.sessions.get_mut(&w.session) {
             s.waits.remove(&id);
         }
-        w
+        Some(w)
     }
 
-    fn fail_wait(&mut self, now: Duration, id: WaitId, err: Error, reason: &str, fx: &mut Effects) {
-        let w = self.remove_wait(id);
+    /// Takes a wait out and records `dequeued` with `reason` on each of its resources.
+    fn withdraw(
+        &mut self,
+        now: Duration,
+        id: WaitId,
+        reason: &str,
+        fx: &mut Effects,
+    ) -> Option<WaitRec> {
+        let w = self.remove_wait(id)?;
         let reason: Arc<str> = reason.into();
         for r in &w.resources {
             let ev = Event {
@@ -1113,7 +1110,14 @@ impl State {
             };
             self.emit(ev, fx);
         }
-        fx.completions.push((id, Err(err)));
+        Some(w)
+    }
+
+    /// Withdraws a wait and tells its waiter `err`.
+    fn fail_wait(&mut self, now: Duration, id: WaitId, err: Error, reason: &str, fx: &mut Effects) {
+        if self.withdraw(now, id, reason, fx).is_some() {
+            fx.completions.push((id, Err(err)));
+        }
     }
 
     fn cancel(&mut self, now: Duration, id: WaitId, resources: &[String], fx: &mut Effects) {
