@@ -105,11 +105,13 @@ fn pipelined(n: &Sizes) {
     eng.close();
 }
 
-/// A holder releases; a waiter on another thread wakes with its grant.
+/// A holder releases; a waiter on another thread wakes with its grant. Neither side
+/// busy-waits on the other (that would take the core the woken thread needs).
 fn handoff(n: &Sizes) {
     let eng = engine(Config::default());
     let barrier = Arc::new(Barrier::new(2));
-    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let (released_tx, released) = std::sync::mpsc::channel::<Instant>();
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
     let rounds = n.handoffs;
     let waiter = {
         let (eng, barrier) = (eng.clone(), barrier.clone());
@@ -124,8 +126,9 @@ fn handoff(n: &Sizes) {
                     .acquire("ps", &AcquireOptions::default())
                     .expect("acquire");
                 let woke = Instant::now();
-                lat.push(woke - rx.recv().expect("release time"));
+                lat.push(woke - released.recv().expect("release time"));
                 lease.release().expect("release");
+                done_tx.send(()).expect("done");
             }
             lat
         })
@@ -133,20 +136,18 @@ fn handoff(n: &Sizes) {
     let s = eng
         .open_session(SessionSpec::named("holder"))
         .expect("session");
-    for _ in 0..n.handoffs {
+    for _ in 0..rounds {
         let lease = s
             .acquire("ps", &AcquireOptions::default())
             .expect("acquire");
         barrier.wait();
         while eng.status("ps").expect("status").waiters.is_empty() {
-            std::hint::spin_loop();
+            std::thread::sleep(Duration::from_micros(20));
         }
         let t0 = Instant::now();
         lease.release().expect("release");
-        tx.send(t0).expect("send");
-        while eng.status("ps").expect("status").locked {
-            std::hint::spin_loop();
-        }
+        released_tx.send(t0).expect("send");
+        done.recv().expect("waiter done");
     }
     let lat = waiter.join().expect("waiter");
     println!(
