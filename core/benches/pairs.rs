@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 
 use interlock::{
-    AcquireOptions, AcquireRequest, Command, Config, Handle, Mode, Reply, SessionSpec, State,
+    AcquireOptions, AcquireRequest, Command, Config, Handle, Reply, SessionSpec, State,
 };
 
 fn pairs(c: &mut Criterion) {
@@ -58,18 +58,7 @@ fn pairs(c: &mut Criterion) {
         let mut wait = 0;
         b.iter(|| {
             wait += 1;
-            let req = AcquireRequest {
-                wait,
-                session: info.id,
-                resources: vec!["reactor-1".into()],
-                mode: Mode::Exclusive,
-                timeout: None,
-                ttl: None,
-                priority: 100,
-                preempt: false,
-                reason: None,
-                break_stale: false,
-            };
+            let req = AcquireRequest::new(wait, info.id, vec!["reactor-1".into()]);
             let Ok(Reply::Granted(g)) = st.apply(Duration::ZERO, Command::Acquire(req)).0 else {
                 panic!("grant")
             };

@@ -1444,6 +1444,25 @@ fn validate_reason(reason: &str) -> Result<()> {
     Ok(())
 }
 
+impl AcquireRequest {
+    /// An exclusive request for `resources` that waits forever at the default priority
+    /// with the engine's lock TTL; set other fields with struct update syntax.
+    pub fn new(wait: WaitId, session: SessionId, resources: Vec<String>) -> Self {
+        AcquireRequest {
+            wait,
+            session,
+            resources,
+            mode: Mode::Exclusive,
+            timeout: None,
+            ttl: None,
+            priority: DEFAULT_PRIORITY,
+            preempt: false,
+            reason: None,
+            break_stale: false,
+        }
+    }
+}
+
 impl SessionSpec {
     /// A session with this name, empty metadata and the engine's TTL and `on_expire`.
     pub fn named(name: impl Into<String>) -> Self {

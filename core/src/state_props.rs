@@ -160,9 +160,6 @@ impl Model {
                 let wait = self.next_wait;
                 self.next_wait += 1;
                 let req = AcquireRequest {
-                    wait,
-                    session: s,
-                    resources: names.clone(),
                     mode: if shared {
                         Mode::Shared
                     } else {
@@ -172,8 +169,8 @@ impl Model {
                     ttl: ttl.map(|t| Duration::from_secs(t.into())),
                     priority,
                     preempt,
-                    reason: None,
                     break_stale,
+                    ..AcquireRequest::new(wait, s, names.clone())
                 };
                 if let Ok(Reply::Queued { .. }) = self.apply(Command::Acquire(req)) {
                     self.waits.push((wait, names));

@@ -57,18 +57,7 @@ impl Bench {
     fn request(&mut self, s: SessionId, resources: &[&str]) -> AcquireRequest {
         let wait = self.next_wait;
         self.next_wait += 1;
-        AcquireRequest {
-            wait,
-            session: s,
-            resources: resources.iter().map(|r| r.to_string()).collect(),
-            mode: Mode::Exclusive,
-            timeout: None,
-            ttl: None,
-            priority: DEFAULT_PRIORITY,
-            preempt: false,
-            reason: None,
-            break_stale: false,
-        }
+        AcquireRequest::new(wait, s, resources.iter().map(|r| r.to_string()).collect())
     }
 
     fn acquire_with(

@@ -30,18 +30,7 @@ fn open(st: &mut State, now: Duration, name: &str, ttl: Option<Duration>, keep: 
 }
 
 fn req(wait: WaitId, session: SessionId, r: &str) -> AcquireRequest {
-    AcquireRequest {
-        wait,
-        session,
-        resources: vec![r.into()],
-        mode: Mode::Exclusive,
-        timeout: None,
-        ttl: None,
-        priority: DEFAULT_PRIORITY,
-        preempt: false,
-        reason: None,
-        break_stale: false,
-    }
+    AcquireRequest::new(wait, session, vec![r.into()])
 }
 
 // ----- 1. renew with a shorter TTL does not move the expiry deadline ------------------
