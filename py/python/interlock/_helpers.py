@@ -39,20 +39,25 @@ def _leave(held: Held, propagating: bool) -> None:
         raise failure
 
 
-class Locked:
-    """``with session.lock(...) as lease:`` and ``with session.lock_many(...) as leases:``."""
+class _Block:
+    """A lock block: the call that takes the lock, made on entry, and what it returned."""
 
-    __slots__ = ("_acquire", "_args", "_kwargs", "_held")
+    __slots__ = ("_start", "_held")
 
     def __init__(
-        self, acquire: Callable[..., Held], args: tuple[Any, ...], kwargs: Optional[dict[str, Any]]
+        self, start: Callable[..., Any], args: tuple[Any, ...], kwargs: Optional[dict[str, Any]]
     ) -> None:
-        self._acquire = acquire
-        self._args = args
-        self._kwargs = kwargs or {}
+        self._start: Callable[[], Any] = functools.partial(start, *args, **(kwargs or {}))
+        self._held: Held
+
+
+class Locked(_Block):
+    """``with session.lock(...) as lease:`` and ``with session.lock_many(...) as leases:``."""
+
+    __slots__ = ()
 
     def __enter__(self) -> Held:
-        self._held = self._acquire(*self._args, **self._kwargs)
+        self._held = self._start()
         return self._held
 
     def __exit__(
@@ -64,22 +69,14 @@ class Locked:
         _leave(self._held, exc_type is not None)
 
 
-class AsyncLocked:
-    """``async with session.lock_async(...) as lease:``."""
+class AsyncLocked(_Block):
+    """``async with session.lock_async(...) as lease:`` (the start is ``enqueue``)."""
 
-    __slots__ = ("_enqueue", "_args", "_kwargs", "_held")
-
-    def __init__(
-        self, enqueue: Callable[..., Ticket[Any]], args: tuple[Any, ...], kwargs: Optional[dict[str, Any]]
-    ) -> None:
-        self._enqueue = enqueue
-        self._args = args
-        self._kwargs = kwargs or {}
+    __slots__ = ()
 
     async def __aenter__(self) -> Held:
-        held: Held = await self._enqueue(*self._args, **self._kwargs)
-        self._held = held
-        return held
+        self._held = await self._start()
+        return self._held
 
     async def __aexit__(
         self,
