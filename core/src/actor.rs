@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::reply;
-use crate::state::{AcquireRequest, Command, Grant, Reply, State, WaitId};
+use crate::state::{AcquireRequest, Command, Effects, Grant, Reply, State, WaitId};
 use crate::subscription::SubQueue;
 use crate::types::{Event, EventKind, LeaseCell, LeaseState, LostReason, SessionId};
 
@@ -36,6 +36,9 @@ pub type LostCallback = Arc<dyn Fn(&LostNotice) + Send + Sync>;
 
 /// How long the actor polls for more work before it parks.
 const IDLE_SPIN: Duration = Duration::from_micros(50);
+
+/// Messages handled before held-back wake-ups go out even if more are queued.
+const WAKE_BATCH: u32 = 64;
 
 pub(crate) type GrantResult = Result<Vec<Grant>>;
 
@@ -85,6 +88,10 @@ pub(crate) struct Actor {
     /// Leases with an `on_lost` callback, by fence.
     watched: HashMap<u64, Watched>,
     jobs: Sender<Job>,
+    /// Messages handled since held-back wake-ups last went out.
+    unflushed: u32,
+    /// The events buffer of `State::apply_into`, empty between commands.
+    events: Vec<Arc<Event>>,
 }
 
 impl Actor {
@@ -102,10 +109,13 @@ impl Actor {
             subscribers: Vec::new(),
             watched: HashMap::new(),
             jobs,
+            unflushed: 0,
+            events: Vec::new(),
         }
     }
 
     pub(crate) fn run(mut self) {
+        reply::defer_wakes(true);
         loop {
             let msg = self.next_message();
             match msg {
@@ -120,12 +130,23 @@ impl Actor {
     /// is gone. After a message the actor polls for `IDLE_SPIN` before it parks, so a
     /// caller that sends again soon is served without a thread wake-up (which costs
     /// several microseconds, more than the work itself).
-    fn next_message(&self) -> Option<Msg> {
+    fn next_message(&mut self) -> Option<Msg> {
         let tick = || Msg::Call {
             cmd: Command::Tick,
             reply: None,
         };
         let mut next = None;
+        self.unflushed += 1;
+        match self.rx.try_recv() {
+            Ok(m) if self.unflushed < WAKE_BATCH => return Some(m),
+            Ok(m) => {
+                self.flush_wakes();
+                return Some(m);
+            }
+            Err(TryRecvError::Disconnected) => return None,
+            // Caught up: wake the async callers answered since the last time.
+            Err(TryRecvError::Empty) => self.flush_wakes(),
+        }
         reply::spin_until(IDLE_SPIN, || match self.rx.try_recv() {
             Ok(m) => {
                 next = Some(Some(m));
@@ -153,9 +174,21 @@ impl Actor {
         }
     }
 
+    fn flush_wakes(&mut self) {
+        self.unflushed = 0;
+        reply::flush_wakes();
+    }
+
     fn apply(&mut self, cmd: Command) -> Result<Reply> {
-        let (reply, fx) = self.state.apply(self.clock.now(), cmd);
-        self.publish(fx.events);
+        // The events buffer is kept from one command to the next.
+        let mut fx = Effects {
+            events: std::mem::take(&mut self.events),
+            completions: Vec::new(),
+        };
+        let reply = self.state.apply_into(self.clock.now(), cmd, &mut fx);
+        self.publish(&fx.events);
+        fx.events.clear();
+        self.events = fx.events;
         self.complete(fx.completions);
         reply
     }
@@ -276,14 +309,14 @@ impl Actor {
                 let (_, fx) = self
                     .state
                     .apply(self.clock.now(), Command::Cancel { wait, resources });
-                self.publish(fx.events);
+                self.publish(&fx.events);
                 fx.completions
             }
             Err(Err(_)) => Vec::new(),
         }
     }
 
-    fn publish(&mut self, events: Vec<Arc<Event>>) {
+    fn publish(&mut self, events: &[Arc<Event>]) {
         if events.is_empty() {
             return;
         }
@@ -299,7 +332,7 @@ impl Actor {
             }
         }
         if !self.watched.is_empty() {
-            for ev in &events {
+            for ev in events {
                 self.notice_loss(ev);
             }
         }
@@ -334,9 +367,12 @@ impl Actor {
     }
 }
 
-/// Subscriptions end when the actor does, also if it panicked.
+/// Subscriptions end when the actor does, also if it panicked; waiters still pending
+/// are told (their senders drop) and woken.
 impl Drop for Actor {
     fn drop(&mut self) {
+        self.waiters.clear();
+        reply::defer_wakes(false);
         for sub in &self.subscribers {
             sub.close();
         }

@@ -1,13 +1,17 @@
 //! A one-shot reply slot that works for blocking and async callers alike.
 //!
-//! The blocking side spins briefly before it parks: an actor round trip usually
-//! completes within a microsecond, and parking at once would cost several more. The
-//! sender learns whether the receiver is still there, so the actor can undo a grant
-//! that nobody will ever see.
+//! The fast path is lock-free: the sender publishes its value with one compare-and-swap
+//! on a state word and the receiver, spinning on that word, takes it with another. Only
+//! a receiver that is about to sleep (a blocking caller after a short spin, or an async
+//! task) takes the mutex, and only then does the sender take it to wake it. An actor
+//! round trip usually completes within a microsecond; parking at once would cost several
+//! more. The sender learns whether the receiver is still there, so the actor can undo a
+//! grant that nobody will ever see.
 
+use std::cell::{RefCell, UnsafeCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -18,20 +22,68 @@ const SPIN_POLLS: u32 = 2048;
 /// How long a blocking receiver polls for its reply before it parks.
 const SPIN: Duration = Duration::from_micros(50);
 
+/// No value yet; the sender is alive.
+const EMPTY: u8 = 0;
+/// A value waits in `value`.
+const FULL: u8 = 1;
+/// No value will come any more: it was taken, or the sender dropped without sending.
+const DONE: u8 = 2;
+/// The receiver is gone; a later send hands its value back.
+const GONE: u8 = 3;
+
 struct Shared<T> {
-    slot: Mutex<Slot<T>>,
+    state: AtomicU8,
+    /// Written by the sender before `EMPTY → FULL`, read by the one receiver call that
+    /// wins `FULL → DONE`: never touched by two threads at once.
+    value: UnsafeCell<Option<T>>,
+    /// A receiver stored a waker or sleeps on `cond`: the sender must look in `sleep`.
+    sleeping: AtomicBool,
+    sleep: Mutex<Sleep>,
     cond: Condvar,
-    /// Set once a value was sent or the sender dropped: lets the receiver spin
-    /// without taking the lock.
-    ready: AtomicBool,
 }
 
-struct Slot<T> {
-    value: Option<T>,
-    /// No value will come any more (sent, or the sender dropped).
-    done: bool,
-    receiver_gone: bool,
-    /// The receiver sleeps on `cond`: only then is a (syscall-costly) notify needed.
+// SAFETY: `value` is handed from one thread to another through `state` (see above); every
+// other field is thread-safe.
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+thread_local! {
+    /// Wakers held back on a thread that batches its wake-ups (the actor's).
+    static DEFERRED: RefCell<Option<Vec<Waker>>> = const { RefCell::new(None) };
+}
+
+/// With `true`, async receivers woken by this thread are from now on woken only at
+/// [`flush_wakes`]: a burst of replies then costs a scheduler one wake-up, not one each.
+/// With `false`, wakes those held back and stops deferring.
+pub(crate) fn defer_wakes(on: bool) {
+    flush_wakes();
+    DEFERRED.with(|d| *d.borrow_mut() = on.then(Vec::new));
+}
+
+/// Wakes every receiver held back by [`defer_wakes`].
+pub(crate) fn flush_wakes() {
+    let wakers = DEFERRED.with(|d| d.borrow_mut().as_mut().map(std::mem::take));
+    for w in wakers.into_iter().flatten() {
+        w.wake();
+    }
+}
+
+/// Wakes `w` now, or at the next [`flush_wakes`] on a thread that defers.
+fn wake(w: Waker) {
+    let w = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(held) => {
+            held.push(w);
+            None
+        }
+        None => Some(w),
+    });
+    if let Some(w) = w {
+        w.wake();
+    }
+}
+
+#[derive(Default)]
+struct Sleep {
     parked: bool,
     waker: Option<Waker>,
 }
@@ -45,15 +97,11 @@ pub(crate) struct Closed;
 
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
-        slot: Mutex::new(Slot {
-            value: None,
-            done: false,
-            receiver_gone: false,
-            parked: false,
-            waker: None,
-        }),
+        state: AtomicU8::new(EMPTY),
+        value: UnsafeCell::new(None),
+        sleeping: AtomicBool::new(false),
+        sleep: Mutex::new(Sleep::default()),
         cond: Condvar::new(),
-        ready: AtomicBool::new(false),
     });
     (Sender(Some(shared.clone())), Receiver(shared))
 }
@@ -80,9 +128,37 @@ pub(crate) fn spin_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bo
     }
 }
 
-fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, Slot<T>> {
-    // A poisoned slot still holds consistent data: every write is a single assignment.
-    shared.slot.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, Sleep> {
+    // A poisoned lock still guards consistent data: every write is a single assignment.
+    shared.sleep.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<T> Shared<T> {
+    /// Moves the state from `EMPTY` to `to` and wakes a sleeping receiver; false if the
+    /// receiver is gone. (SeqCst here and in `Receiver::sleep`: each side stores, then
+    /// loads what the other stores, so at least one of them sees the other.)
+    fn finish(&self, to: u8) -> bool {
+        if self
+            .state
+            .compare_exchange(EMPTY, to, SeqCst, SeqCst)
+            .is_err()
+        {
+            return false;
+        }
+        if self.sleeping.load(SeqCst) {
+            let mut sleep = lock(self);
+            let waker = sleep.waker.take();
+            let parked = sleep.parked;
+            drop(sleep);
+            if parked {
+                self.cond.notify_all();
+            }
+            if let Some(w) = waker {
+                wake(w);
+            }
+        }
+        true
+    }
 }
 
 impl<T> Sender<T> {
@@ -91,72 +167,85 @@ impl<T> Sender<T> {
         let Some(shared) = self.0.take() else {
             return Err(value);
         };
-        finish(&shared, Some(value))
+        // SAFETY: the state is still `EMPTY` or `GONE`, so no receiver reads `value`.
+        unsafe { *shared.value.get() = Some(value) };
+        if shared.finish(FULL) {
+            return Ok(());
+        }
+        // SAFETY: the state is `GONE` for good: nobody else will touch `value`.
+        match unsafe { (*shared.value.get()).take() } {
+            Some(value) => Err(value),
+            None => Ok(()),
+        }
     }
-}
-
-fn finish<T>(shared: &Shared<T>, value: Option<T>) -> Result<(), T> {
-    let mut slot = lock(shared);
-    if slot.receiver_gone {
-        return value.map_or(Ok(()), Err);
-    }
-    slot.value = value;
-    slot.done = true;
-    let waker = slot.waker.take();
-    let parked = slot.parked;
-    shared.ready.store(true, Ordering::Release);
-    drop(slot);
-    if parked {
-        shared.cond.notify_all();
-    }
-    if let Some(w) = waker {
-        w.wake();
-    }
-    Ok(())
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if let Some(shared) = self.0.take() {
-            let _ = finish(&shared, None);
+            shared.finish(DONE);
         }
     }
 }
 
 impl<T> Receiver<T> {
-    fn take(slot: &mut Slot<T>) -> Option<Result<T, Closed>> {
-        match (slot.value.take(), slot.done) {
-            (Some(v), _) => Some(Ok(v)),
-            (None, true) => Some(Err(Closed)),
-            (None, false) => None,
+    /// The outcome, if there is one: the value (taken out), or `Closed`.
+    fn try_take(&self) -> Option<Result<T, Closed>> {
+        let shared = &self.0;
+        match shared.state.load(SeqCst) {
+            EMPTY => None,
+            FULL if shared
+                .state
+                .compare_exchange(FULL, DONE, SeqCst, SeqCst)
+                .is_ok() =>
+            {
+                // SAFETY: this call won `FULL → DONE`: the sender is done with `value`
+                // and no other receiver call will read it.
+                unsafe { (*shared.value.get()).take() }.map(Ok)
+            }
+            _ => Some(Err(Closed)),
         }
+    }
+
+    /// Registers as sleeping (under the lock) and looks once more for the outcome.
+    fn sleep(&self, sleep: &mut Sleep, waker: Option<&Waker>) -> Option<Result<T, Closed>> {
+        match waker {
+            Some(w) => sleep.waker = Some(w.clone()),
+            None => sleep.parked = true,
+        }
+        self.0.sleeping.store(true, SeqCst);
+        let outcome = self.try_take();
+        if outcome.is_some() {
+            sleep.parked = false;
+            sleep.waker = None;
+        }
+        outcome
     }
 
     /// Waits for the value; `Ok(None)` if `timeout` passed first.
     pub(crate) fn recv_timeout(&self, timeout: Option<Duration>) -> Result<Option<T>, Closed> {
         let start = Instant::now();
         spin_until(timeout.map_or(SPIN, |t| t.min(SPIN)), || {
-            self.0.ready.load(Ordering::Acquire)
+            self.0.state.load(SeqCst) != EMPTY
         });
-        let deadline = timeout.map(|t| start + t);
-        let mut slot = lock(&self.0);
+        // A deadline beyond what `Instant` can hold is no deadline.
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        let mut sleep = lock(&self.0);
         loop {
-            if let Some(r) = Self::take(&mut slot) {
-                slot.parked = false;
+            if let Some(r) = self.sleep(&mut sleep, None) {
                 return r.map(Some);
             }
-            slot.parked = true;
-            slot = match deadline {
-                None => self.0.cond.wait(slot).unwrap_or_else(|e| e.into_inner()),
+            sleep = match deadline {
+                None => self.0.cond.wait(sleep).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        slot.parked = false;
+                        sleep.parked = false;
                         return Ok(None);
                     }
                     self.0
                         .cond
-                        .wait_timeout(slot, left)
+                        .wait_timeout(sleep, left)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
@@ -169,13 +258,12 @@ impl<T> Receiver<T> {
     }
 
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<T, Closed>> {
-        let mut slot = lock(&self.0);
-        match Self::take(&mut slot) {
+        if let Some(r) = self.try_take() {
+            return Poll::Ready(r);
+        }
+        match self.sleep(&mut lock(&self.0), Some(cx.waker())) {
             Some(r) => Poll::Ready(r),
-            None => {
-                slot.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
+            None => Poll::Pending,
         }
     }
 }
@@ -189,7 +277,8 @@ impl<T> Future for Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        lock(&self.0).receiver_gone = true;
+        // A value already sent stays in the slot and is dropped with it.
+        let _ = self.0.state.compare_exchange(EMPTY, GONE, SeqCst, SeqCst);
     }
 }
 
@@ -221,6 +310,47 @@ mod tests {
         assert_eq!(rx.recv_timeout(Some(Duration::from_millis(5))), Ok(None));
         tx.send(1).unwrap();
         assert_eq!(rx.recv_timeout(Some(Duration::from_millis(5))), Ok(Some(1)));
+    }
+
+    /// Every value is delivered exactly once or handed back, whichever side comes first.
+    #[test]
+    fn racing_send_and_receiver_drop_lose_nothing() {
+        let values = Arc::new(());
+        for round in 0..2000 {
+            let (tx, rx) = channel::<Arc<()>>();
+            let v = values.clone();
+            let sender = std::thread::spawn(move || tx.send(v).is_ok());
+            let got = match round % 2 {
+                0 => rx.recv().ok(),
+                _ => None,
+            };
+            drop(rx);
+            let sent = sender.join().unwrap();
+            assert!(got.is_none() || sent);
+            drop(got);
+            // The value was taken, handed back, or dropped with the slot: none is left.
+            assert_eq!(Arc::strong_count(&values), 1);
+        }
+    }
+
+    #[test]
+    fn a_parked_receiver_is_woken() {
+        for _ in 0..200 {
+            let (tx, rx) = channel();
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_micros(60));
+                tx.send(5).map_err(|_| ()).unwrap();
+            });
+            assert_eq!(rx.recv_timeout(Some(Duration::from_secs(10))), Ok(Some(5)));
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_timeout_too_large_for_an_instant_waits() {
+        let (tx, rx) = channel();
+        tx.send(2).unwrap();
+        assert_eq!(rx.recv_timeout(Some(Duration::MAX)), Ok(Some(2)));
     }
 
     #[tokio::test]

@@ -12,6 +12,8 @@ type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::error::{Error, Result};
 use crate::types::*;
 
@@ -225,7 +227,8 @@ struct Holder {
 /// history still has events in the global ring.
 #[derive(Debug, Default)]
 struct ResourceRec {
-    holders: Vec<Holder>,
+    /// Inline: most resources have one holder at a time, and then it needs no allocation.
+    holders: SmallVec<[Holder; 1]>,
     /// Waiting requests by (priority, arrival).
     queue: BTreeMap<(u8, u64), WaitId>,
     history: VecDeque<Arc<Event>>,
@@ -240,7 +243,8 @@ impl ResourceRec {
 #[derive(Debug)]
 struct WaitRec {
     session: SessionId,
-    resources: Vec<Arc<str>>,
+    /// Inline for the common request of one resource.
+    resources: SmallVec<[Arc<str>; 1]>,
     mode: Mode,
     priority: u8,
     arrival: u64,
@@ -339,10 +343,17 @@ impl State {
     /// command, then every grant that the change made possible.
     pub fn apply(&mut self, now: Duration, cmd: Command) -> (Result<Reply>, Effects) {
         let mut fx = Effects::default();
-        self.expire_due(now, &mut fx);
-        let reply = self.execute(now, cmd, &mut fx);
-        self.settle(now, &mut fx);
+        let reply = self.apply_into(now, cmd, &mut fx);
         (reply, fx)
+    }
+
+    /// [`State::apply`] that appends the effects to `fx`, so that a caller can reuse
+    /// its buffers from one command to the next.
+    pub fn apply_into(&mut self, now: Duration, cmd: Command, fx: &mut Effects) -> Result<Reply> {
+        self.expire_due(now, fx);
+        let reply = self.execute(now, cmd, fx);
+        self.settle(now, fx);
+        reply
     }
 
     fn execute(&mut self, now: Duration, cmd: Command, fx: &mut Effects) -> Result<Reply> {
@@ -839,7 +850,7 @@ impl State {
             }
         }
         self.touch(now, req.session, fx)?;
-        let resources: Vec<Arc<str>> = req
+        let resources: SmallVec<[Arc<str>; 1]> = req
             .resources
             .iter()
             .map(|r| match self.resources.get_key_value(r.as_str()) {
@@ -1021,8 +1032,6 @@ impl State {
             });
             let rec = self.resources.entry(r.clone()).or_default();
             rec.queue.remove(&w.key());
-            // Most resources have one holder: grow one at a time, not by Vec's default 4.
-            rec.holders.reserve_exact(1);
             rec.holders.push(holder);
             if let Some(at) = expires {
                 self.push_deadline(at, Due::Lease(r.clone(), fence));
