@@ -182,6 +182,7 @@ def peer_rows(tmp: str, redis_port: int | None) -> tuple[dict[str, Callable[[int
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="tiny run, numbers meaningless")
+    ap.add_argument("--pairs-only", action="store_true", help="only the uncontended pairs")
     args = ap.parse_args()
     pair_secs, contend_secs = (0.05, 0.2) if args.smoke else (2.0, 5.0)
 
@@ -201,6 +202,9 @@ def main() -> int:
         for name, ns in medians.items():
             print(f"| {name} | {ns / 1000:.2f} µs | {ns / ref:.2f}× |")
 
+        if args.pairs_only:
+            eng.close()
+            return 0
         print("\n## 4 threads on one lock\n")
         print("| lock | pairs/s | p50 | p99 | Jain's index | per-thread counts |")
         print("| --- | ---: | ---: | ---: | ---: | --- |")

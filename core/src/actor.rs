@@ -37,6 +37,9 @@ pub type LostCallback = Arc<dyn Fn(&LostNotice) + Send + Sync>;
 /// How long the actor polls for more work before it parks.
 const IDLE_SPIN: Duration = Duration::from_micros(50);
 
+/// Capacity of the events buffer kept from one command to the next.
+const EVENTS_KEPT: usize = 1024;
+
 /// Messages handled before held-back wake-ups go out even if more are queued.
 const WAKE_BATCH: u32 = 64;
 
@@ -188,6 +191,8 @@ impl Actor {
         let reply = self.state.apply_into(self.clock.now(), cmd, &mut fx);
         self.publish(&fx.events);
         fx.events.clear();
+        // A burst (a session closing with many leases) does not pin its memory.
+        fx.events.shrink_to(EVENTS_KEPT);
         self.events = fx.events;
         self.complete(fx.completions);
         reply

@@ -9,6 +9,7 @@
 //! grant that nobody will ever see.
 
 use std::cell::{RefCell, UnsafeCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
@@ -36,7 +37,7 @@ struct Shared<T> {
     /// Written by the sender before `EMPTY → FULL`, read by the one receiver call that
     /// wins `FULL → DONE`: never touched by two threads at once.
     value: UnsafeCell<Option<T>>,
-    /// A receiver stored a waker or sleeps on `cond`: the sender must look in `sleep`.
+    /// A receiver stored a waker or may sleep on `cond`: the sender must look in `sleep`.
     sleeping: AtomicBool,
     sleep: Mutex<Sleep>,
     cond: Condvar,
@@ -49,7 +50,7 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 
 thread_local! {
     /// Wakers held back on a thread that batches its wake-ups (the actor's).
-    static DEFERRED: RefCell<Option<Vec<Waker>>> = const { RefCell::new(None) };
+    static DEFERRED: RefCell<Option<VecDeque<Waker>>> = const { RefCell::new(None) };
 }
 
 /// With `true`, async receivers woken by this thread are from now on woken only at
@@ -57,13 +58,13 @@ thread_local! {
 /// With `false`, wakes those held back and stops deferring.
 pub(crate) fn defer_wakes(on: bool) {
     flush_wakes();
-    DEFERRED.with(|d| *d.borrow_mut() = on.then(Vec::new));
+    DEFERRED.with(|d| *d.borrow_mut() = on.then(VecDeque::new));
 }
 
-/// Wakes every receiver held back by [`defer_wakes`].
+/// Wakes every receiver held back by [`defer_wakes`], in order. One at a time: if a
+/// waker panics, the rest stay held for the next flush (the actor's `Drop` does one).
 pub(crate) fn flush_wakes() {
-    let wakers = DEFERRED.with(|d| d.borrow_mut().as_mut().map(std::mem::take));
-    for w in wakers.into_iter().flatten() {
+    while let Some(w) = DEFERRED.with(|d| d.borrow_mut().as_mut().and_then(VecDeque::pop_front)) {
         w.wake();
     }
 }
@@ -72,7 +73,7 @@ pub(crate) fn flush_wakes() {
 fn wake(w: Waker) {
     let w = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
         Some(held) => {
-            held.push(w);
+            held.push_back(w);
             None
         }
         None => Some(w),
@@ -82,10 +83,13 @@ fn wake(w: Waker) {
     }
 }
 
+/// Who waits for the outcome: several threads may wait on one ticket at once.
 #[derive(Default)]
 struct Sleep {
-    parked: bool,
-    waker: Option<Waker>,
+    /// Blocking receivers asleep on `cond`.
+    parked: usize,
+    /// Async receivers, one waker per task.
+    wakers: Vec<Waker>,
 }
 
 pub(crate) struct Sender<T>(Option<Arc<Shared<T>>>);
@@ -147,15 +151,13 @@ impl<T> Shared<T> {
         }
         if self.sleeping.load(SeqCst) {
             let mut sleep = lock(self);
-            let waker = sleep.waker.take();
-            let parked = sleep.parked;
+            let wakers = std::mem::take(&mut sleep.wakers);
+            let parked = sleep.parked > 0;
             drop(sleep);
             if parked {
                 self.cond.notify_all();
             }
-            if let Some(w) = waker {
-                wake(w);
-            }
+            wakers.into_iter().for_each(wake);
         }
         true
     }
@@ -207,19 +209,12 @@ impl<T> Receiver<T> {
         }
     }
 
-    /// Registers as sleeping (under the lock) and looks once more for the outcome.
-    fn sleep(&self, sleep: &mut Sleep, waker: Option<&Waker>) -> Option<Result<T, Closed>> {
-        match waker {
-            Some(w) => sleep.waker = Some(w.clone()),
-            None => sleep.parked = true,
-        }
+    /// Tells the sender to look for sleepers, then looks once more for the outcome. The
+    /// caller holds the lock and registers itself in it before it sleeps: a sender that
+    /// publishes after this look takes the lock, so it finds the registration.
+    fn announce(&self) -> Option<Result<T, Closed>> {
         self.0.sleeping.store(true, SeqCst);
-        let outcome = self.try_take();
-        if outcome.is_some() {
-            sleep.parked = false;
-            sleep.waker = None;
-        }
-        outcome
+        self.try_take()
     }
 
     /// Waits for the value; `Ok(None)` if `timeout` passed first.
@@ -232,15 +227,16 @@ impl<T> Receiver<T> {
         let deadline = timeout.and_then(|t| start.checked_add(t));
         let mut sleep = lock(&self.0);
         loop {
-            if let Some(r) = self.sleep(&mut sleep, None) {
+            if let Some(r) = self.announce() {
                 return r.map(Some);
             }
+            sleep.parked += 1;
             sleep = match deadline {
                 None => self.0.cond.wait(sleep).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        sleep.parked = false;
+                        sleep.parked -= 1;
                         return Ok(None);
                     }
                     self.0
@@ -250,6 +246,7 @@ impl<T> Receiver<T> {
                         .0
                 }
             };
+            sleep.parked -= 1;
         }
     }
 
@@ -261,7 +258,11 @@ impl<T> Receiver<T> {
         if let Some(r) = self.try_take() {
             return Poll::Ready(r);
         }
-        match self.sleep(&mut lock(&self.0), Some(cx.waker())) {
+        let mut sleep = lock(&self.0);
+        if !sleep.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            sleep.wakers.push(cx.waker().clone());
+        }
+        match self.announce() {
             Some(r) => Poll::Ready(r),
             None => Poll::Pending,
         }
@@ -351,6 +352,46 @@ mod tests {
         let (tx, rx) = channel();
         tx.send(2).unwrap();
         assert_eq!(rx.recv_timeout(Some(Duration::MAX)), Ok(Some(2)));
+    }
+
+    /// One waiter timing out must not stop a grant from waking another on the same slot.
+    #[test]
+    fn every_blocking_waiter_is_woken_when_one_times_out() {
+        let (tx, rx) = channel();
+        let rx = Arc::new(rx);
+        let (told, patient) = std::sync::mpsc::channel();
+        {
+            let rx = rx.clone();
+            std::thread::spawn(move || told.send(rx.recv()));
+        }
+        // The impatient one parks too, and gives up first.
+        assert_eq!(rx.recv_timeout(Some(Duration::from_millis(100))), Ok(None));
+        tx.send(9).unwrap();
+        // Only a wake-up ends the patient wait (it has no deadline of its own).
+        assert_eq!(patient.recv_timeout(Duration::from_secs(20)), Ok(Ok(9)));
+    }
+
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    #[test]
+    fn every_async_waiter_is_woken() {
+        let (tx, rx) = channel::<u8>();
+        let counts: Vec<Arc<Count>> = (0..2)
+            .map(|_| Arc::new(Count(std::sync::atomic::AtomicUsize::new(0))))
+            .collect();
+        for c in &counts {
+            let waker = Waker::from(c.clone());
+            assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+        }
+        tx.send(1).unwrap();
+        for c in &counts {
+            assert_eq!(c.0.load(SeqCst), 1);
+        }
     }
 
     #[tokio::test]
