@@ -138,28 +138,21 @@ impl Actor {
             cmd: Command::Tick,
             reply: None,
         };
-        let mut next = None;
         self.unflushed += 1;
-        match self.rx.try_recv() {
-            Ok(m) if self.unflushed < WAKE_BATCH => return Some(m),
-            Ok(m) => {
-                self.flush_wakes();
-                return Some(m);
+        match self.poll() {
+            Some(m) => {
+                if self.unflushed >= WAKE_BATCH {
+                    self.flush_wakes();
+                }
+                return m;
             }
-            Err(TryRecvError::Disconnected) => return None,
             // Caught up: wake the async callers answered since the last time.
-            Err(TryRecvError::Empty) => self.flush_wakes(),
+            None => self.flush_wakes(),
         }
-        reply::spin_until(IDLE_SPIN, || match self.rx.try_recv() {
-            Ok(m) => {
-                next = Some(Some(m));
-                true
-            }
-            Err(TryRecvError::Disconnected) => {
-                next = Some(None);
-                true
-            }
-            Err(TryRecvError::Empty) => false,
+        let mut next = None;
+        reply::spin_until(IDLE_SPIN, || {
+            next = self.poll();
+            next.is_some()
         });
         if let Some(m) = next {
             return m;
@@ -174,6 +167,16 @@ impl Actor {
                 Err(RecvTimeoutError::Timeout) => Some(tick()),
                 Err(RecvTimeoutError::Disconnected) => None,
             },
+        }
+    }
+
+    /// A queued message (`Some(Some)`), the end of every handle (`Some(None)`), or
+    /// nothing yet (`None`).
+    fn poll(&self) -> Option<Option<Msg>> {
+        match self.rx.try_recv() {
+            Ok(m) => Some(Some(m)),
+            Err(TryRecvError::Disconnected) => Some(None),
+            Err(TryRecvError::Empty) => None,
         }
     }
 
