@@ -196,7 +196,7 @@ struct SessionRec {
     stale: bool,
     leases: HashSet<Arc<str>>,
     waits: HashSet<WaitId>,
-    history: VecDeque<Arc<Event>>,
+    history: Ring,
 }
 
 impl SessionRec {
@@ -215,12 +215,28 @@ struct Holder {
     token: Token,
     fence: u64,
     acquired_at: f64,
-    expires: Option<Duration>,
-    ttl: Option<Duration>,
+    expires: Span,
+    ttl: Span,
     priority: u8,
     reason: Option<Arc<str>>,
     wait: WaitId,
     cell: Arc<LeaseCell>,
+}
+
+/// An optional span of time in 8 bytes where `Option<Duration>` takes 16 (a million
+/// holders then fit smaller allocations): nanoseconds, 0 for none. A lease's TTL and
+/// expiry are never zero; one beyond `u64` nanoseconds is cut to that, 584 years.
+#[derive(Debug, Clone, Copy)]
+struct Span(u64);
+
+impl Span {
+    fn new(d: Option<Duration>) -> Self {
+        Span(d.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+    }
+
+    fn get(self) -> Option<Duration> {
+        (self.0 != 0).then(|| Duration::from_nanos(self.0))
+    }
 }
 
 /// A resource's record lives while it is held or waited for, and after that while its
@@ -229,9 +245,43 @@ struct Holder {
 struct ResourceRec {
     /// Inline: most resources have one holder at a time, and then it needs no allocation.
     holders: SmallVec<[Holder; 1]>,
-    /// Waiting requests by (priority, arrival).
-    queue: BTreeMap<(u8, u64), WaitId>,
-    history: VecDeque<Arc<Event>>,
+    queue: Queue,
+    history: Ring,
+}
+
+type QueueMap = BTreeMap<(u8, u64), WaitId>;
+
+/// A resource's waiting requests by (priority, arrival). The map is made when the first
+/// request waits: most resources never have a queue, and then it takes 8 bytes, not 24.
+#[derive(Debug, Default)]
+struct Queue(Option<Box<QueueMap>>);
+
+static NO_QUEUE: QueueMap = BTreeMap::new();
+
+impl std::ops::Deref for Queue {
+    type Target = QueueMap;
+
+    fn deref(&self) -> &QueueMap {
+        self.0.as_deref().unwrap_or(&NO_QUEUE)
+    }
+}
+
+impl Queue {
+    fn insert(&mut self, key: (u8, u64), id: WaitId) {
+        self.0.get_or_insert_default().insert(key, id);
+    }
+
+    fn remove(&mut self, key: &(u8, u64)) {
+        if let Some(q) = &mut self.0 {
+            q.remove(key);
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(q) = &mut self.0 {
+            q.clear();
+        }
+    }
 }
 
 impl ResourceRec {
@@ -300,9 +350,9 @@ pub struct State {
     next_seq: u64,
     next_arrival: u64,
     next_opened: u64,
-    global: VecDeque<Arc<Event>>,
+    global: Ring,
     /// History of ended sessions, kept while the global ring has their events.
-    ended_history: HashMap<SessionId, VecDeque<Arc<Event>>>,
+    ended_history: HashMap<SessionId, Ring>,
     /// Resources whose queue may have become grantable during this command.
     dirty: Vec<Arc<str>>,
 }
@@ -324,7 +374,7 @@ impl State {
             next_seq: 1,
             next_arrival: 0,
             next_opened: 0,
-            global: VecDeque::new(),
+            global: Ring::default(),
             ended_history: HashMap::default(),
             dirty: Vec::new(),
         }
@@ -459,7 +509,7 @@ impl State {
                         r.holders
                             .iter()
                             .find(|h| h.fence == fence)
-                            .and_then(|h| h.expires)
+                            .and_then(|h| h.expires.get())
                     });
                     match expires {
                         Some(at) if at <= now => self.end_lease(
@@ -553,7 +603,7 @@ impl State {
                     Some(rec) => rec,
                     None => self.resources.entry(r.clone()).or_default(),
                 };
-                push_ring(&mut rec.history, ev.clone(), limit);
+                rec.history.push(ev.clone(), limit);
             }
             if let Some(s) = ev.session_id {
                 let ring = match self.sessions.get_mut(&s) {
@@ -561,15 +611,12 @@ impl State {
                     None => self.ended_history.get_mut(&s),
                 };
                 if let Some(ring) = ring {
-                    push_ring(ring, ev.clone(), limit);
+                    ring.push(ev.clone(), limit);
                 }
             }
         }
-        self.global.push_back(ev.clone());
-        if self.global.len() > self.cfg.global_history {
-            if let Some(old) = self.global.pop_front() {
-                self.forget_history_of(&old);
-            }
+        if let Some(old) = self.global.push(ev.clone(), self.cfg.global_history) {
+            self.forget_history_of(&old);
         }
         fx.events.push(ev);
     }
@@ -577,7 +624,7 @@ impl State {
     /// Forgets idle resources and ended sessions once their newest event has left the
     /// global ring.
     fn forget_history_of(&mut self, old: &Event) {
-        let gone = |ring: &VecDeque<Arc<Event>>| ring.back().is_none_or(|e| e.seq <= old.seq);
+        let gone = |ring: &Ring| ring.newest().is_none_or(|e| e.seq <= old.seq);
         if let Some(r) = &old.resource {
             if self
                 .resources
@@ -613,7 +660,7 @@ impl State {
         };
         let mut events: Vec<Arc<Event>> = ring
             .into_iter()
-            .flatten()
+            .flat_map(Ring::iter)
             .filter(|e| session.is_none() || e.session_id == session)
             .cloned()
             .collect();
@@ -624,7 +671,7 @@ impl State {
     }
 
     fn replay(&self, since: u64) -> Reply {
-        let oldest = self.global.front().map_or(self.next_seq, |e| e.seq);
+        let oldest = self.global.iter().next().map_or(self.next_seq, |e| e.seq);
         Reply::Replay {
             events: self
                 .global
@@ -665,7 +712,7 @@ impl State {
             stale: false,
             leases: HashSet::default(),
             waits: HashSet::default(),
-            history: VecDeque::new(),
+            history: Ring::default(),
         };
         self.next_opened += 1;
         if let Some(at) = rec.expires() {
@@ -1004,7 +1051,11 @@ impl State {
             }
             let fence = self.next_fence;
             self.next_fence += 1;
-            let expires = w.ttl.and_then(|t| now.checked_add(t));
+            let (ttl, expires) = (
+                Span::new(w.ttl),
+                Span::new(w.ttl.and_then(|t| now.checked_add(t))),
+            );
+            let expires_at = expires.get().map(|d| self.unix(d));
             let holder = Holder {
                 session: w.session,
                 mode: w.mode,
@@ -1012,7 +1063,7 @@ impl State {
                 fence,
                 acquired_at: self.unix(now),
                 expires,
-                ttl: w.ttl,
+                ttl,
                 priority: w.priority,
                 reason: w.reason.clone(),
                 wait: id,
@@ -1025,15 +1076,15 @@ impl State {
                 token: holder.token,
                 fence,
                 acquired_at: holder.acquired_at,
-                expires_at: expires.map(|d| self.unix(d)),
-                ttl: w.ttl,
+                expires_at,
+                ttl: ttl.get(),
                 priority: w.priority,
                 cell: holder.cell.clone(),
             });
             let rec = self.resources.entry(r.clone()).or_default();
             rec.queue.remove(&w.key());
             rec.holders.push(holder);
-            if let Some(at) = expires {
+            if let Some(at) = expires.get() {
                 self.push_deadline(at, Due::Lease(r.clone(), fence));
             }
             if let Some(s) = self.sessions.get_mut(&w.session) {
@@ -1309,10 +1360,10 @@ impl State {
             .iter_mut()
             .find(|h| h.token == token)
             .ok_or_else(|| Error::InvalidToken(resource.into()))?;
-        let before = h.expires;
-        h.ttl = ttl.or(h.ttl);
-        h.expires = h.ttl.and_then(|t| now.checked_add(t));
-        let (expires, fence) = (h.expires, h.fence);
+        let before = h.expires.get();
+        h.ttl = Span::new(ttl.or(h.ttl.get()));
+        h.expires = Span::new(h.ttl.get().and_then(|t| now.checked_add(t)));
+        let (expires, fence) = (h.expires.get(), h.fence);
         // The heap holds this lease at `before`; a later expiry is found when that entry
         // pops, an earlier one needs its own entry.
         if let Some(at) = expires.filter(|at| before.is_none_or(|b| *at < b)) {
@@ -1386,8 +1437,8 @@ impl State {
                     fence: h.fence,
                     priority: h.priority,
                     acquired_at: h.acquired_at,
-                    expires_at: h.expires.map(|d| self.unix(d)),
-                    remaining: h.expires.map(|d| d.saturating_sub(now).as_secs_f64()),
+                    expires_at: h.expires.get().map(|d| self.unix(d)),
+                    remaining: h.expires.get().map(|d| d.saturating_sub(now).as_secs_f64()),
                     stale: s.is_some_and(|s| s.stale),
                     reason: h.reason.clone(),
                 }
@@ -1433,15 +1484,68 @@ impl State {
     }
 }
 
-/// Appends to a history ring of at most `limit` events. Rings grow from one slot (most
-/// resources have few events) by doubling, up to `limit`.
-fn push_ring(ring: &mut VecDeque<Arc<Event>>, ev: Arc<Event>, limit: usize) {
-    if ring.len() >= limit {
-        ring.pop_front();
-    } else if ring.len() == ring.capacity() {
-        ring.reserve_exact((ring.len() * 2).clamp(1, limit) - ring.len());
+/// A history ring: the newest `limit` events of one resource, one session or the engine.
+/// It grows from one slot, stored inline (most resources have few events), by doubling
+/// up to `limit`; once full, each new event takes the oldest one's slot.
+#[derive(Debug, Default)]
+struct Ring {
+    events: SmallVec<[Arc<Event>; 1]>,
+    /// The slot of the oldest event once the ring is full (before that, 0).
+    head: usize,
+}
+
+impl Ring {
+    /// Appends `ev` to a ring of at most `limit` events; returns the event that fell out.
+    fn push(&mut self, ev: Arc<Event>, limit: usize) -> Option<Arc<Event>> {
+        let v = &mut self.events;
+        if v.len() < limit {
+            if v.len() == v.capacity() {
+                v.reserve_exact((v.len() * 2).clamp(1, limit) - v.len());
+            }
+            v.push(ev);
+            return None;
+        }
+        let Some(slot) = v.get_mut(self.head) else {
+            return Some(ev);
+        };
+        let old = std::mem::replace(slot, ev);
+        self.head = (self.head + 1) % v.len();
+        // The next event to fall out was written long ago and is likely out of the cache:
+        // start loading it now, so that dropping it later does not wait for memory.
+        prefetch(&v[self.head]);
+        Some(old)
     }
-    ring.push_back(ev);
+
+    /// Oldest first.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &Arc<Event>> {
+        let (newer, older) = self.events.split_at(self.head);
+        older.iter().chain(newer)
+    }
+
+    fn newest(&self) -> Option<&Arc<Event>> {
+        self.iter().next_back()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// Asks the CPU to start loading an `Arc`'s allocation (its two counts, then the value):
+/// a hint that reads nothing into the program and never faults.
+#[inline]
+fn prefetch<T>(p: &Arc<T>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = Arc::as_ptr(p).cast::<i8>().wrapping_sub(16);
+        for line in (0..16 + std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: a prefetch is only a hint, defined for any address, valid or not.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line)) }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 fn validate_reason(reason: &str) -> Result<()> {

@@ -234,8 +234,8 @@ impl Model {
         let st = &self.st;
         for (name, rec) in &st.resources {
             if rec.idle() {
-                let oldest = st.global.front().map_or(u64::MAX, |e| e.seq);
-                let newest = rec.history.back().map(|e| e.seq);
+                let oldest = st.global.iter().next().map_or(u64::MAX, |e| e.seq);
+                let newest = rec.history.newest().map(|e| e.seq);
                 assert!(
                     newest >= Some(oldest),
                     "idle resource {name} kept without history"
@@ -255,7 +255,7 @@ impl Model {
                     .expect("a holder's session is open");
                 assert!(s.leases.contains(name));
             }
-            for (key, id) in &rec.queue {
+            for (key, id) in rec.queue.iter() {
                 let w = &st.waits[id];
                 assert_eq!(*key, w.key(), "queue key is (priority, arrival)");
                 assert!(w.resources.iter().any(|r| r == name));
@@ -286,14 +286,15 @@ impl Model {
             );
         }
         let limit = st.cfg.history_limit;
-        assert!(st.global.len() <= st.cfg.global_history);
+        assert!(st.global.events.len() <= st.cfg.global_history);
         let mut rings = st
             .resources
             .values()
             .map(|r| &r.history)
             .chain(st.sessions.values().map(|s| &s.history))
             .chain(st.ended_history.values());
-        assert!(rings.all(|r| r.len() <= limit));
+        assert!(rings.all(|r| r.events.len() <= limit
+            && r.iter().zip(r.iter().skip(1)).all(|(a, b)| a.seq < b.seq)));
         assert!(st
             .global
             .iter()

@@ -402,6 +402,26 @@ fn a_lease_ttl_expires_unless_renewed() {
 }
 
 #[test]
+fn a_ttl_beyond_584_years_is_cut_to_that_and_reported_so_everywhere() {
+    let mut b = Bench::new();
+    let s = b.open("s");
+    let huge = Duration::from_secs(1 << 40);
+    let (_, r, _) = b.acquire_with(s, &["a"], |r| r.ttl = Some(huge));
+    let Ok(Reply::Granted(g)) = r else { panic!() };
+    let most = Duration::from_nanos(u64::MAX);
+    assert_eq!(g[0].ttl, Some(most));
+    assert_eq!(g[0].expires_at, Some(T0 + most.as_secs_f64()));
+    let Reply::Status(st) = b.ok(Command::Status("a".into())) else {
+        panic!()
+    };
+    assert_eq!(st.holders[0].expires_at, g[0].expires_at);
+    assert!(
+        b.advance(1e9).events.is_empty(),
+        "still held after 31 years"
+    );
+}
+
+#[test]
 fn renewing_with_a_ttl_gives_a_lease_without_one_a_deadline() {
     let mut b = Bench::new();
     let s = b.open("s");
