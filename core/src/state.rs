@@ -237,6 +237,11 @@ impl Span {
     fn get(self) -> Option<Duration> {
         (self.0 != 0).then(|| Duration::from_nanos(self.0))
     }
+
+    /// The expiry of a lease with this TTL, granted or renewed at `now`.
+    fn after(self, now: Duration) -> Span {
+        Span::new(self.get().and_then(|t| now.checked_add(t)))
+    }
 }
 
 /// A resource's record lives while it is held or waited for, and after that while its
@@ -1051,10 +1056,8 @@ impl State {
             }
             let fence = self.next_fence;
             self.next_fence += 1;
-            let (ttl, expires) = (
-                Span::new(w.ttl),
-                Span::new(w.ttl.and_then(|t| now.checked_add(t))),
-            );
+            let ttl = Span::new(w.ttl);
+            let expires = ttl.after(now);
             let expires_at = expires.get().map(|d| self.unix(d));
             let holder = Holder {
                 session: w.session,
@@ -1362,7 +1365,7 @@ impl State {
             .ok_or_else(|| Error::InvalidToken(resource.into()))?;
         let before = h.expires.get();
         h.ttl = Span::new(ttl.or(h.ttl.get()));
-        h.expires = Span::new(h.ttl.get().and_then(|t| now.checked_add(t)));
+        h.expires = h.ttl.after(now);
         let (expires, fence) = (h.expires.get(), h.fence);
         // The heap holds this lease at `before`; a later expiry is found when that entry
         // pops, an earlier one needs its own entry.
