@@ -17,16 +17,16 @@ fn main() -> Result<()> {
     let eng = Handle::new(Config::default())?;
     let start = Instant::now();
     let _log = eng.subscribe_callback(None, None, move |e| {
-        let who = e.session_name.as_deref().unwrap_or("-");
+        let who = e.session_name().unwrap_or("-");
         let what = e.resource.as_deref().unwrap_or("");
         let mut extra = String::new();
-        if let Some(f) = e.fence {
+        if let Some(f) = e.fence() {
             extra += &format!(" fence={f}");
         }
-        if let Some(p) = e.position {
+        if let Some(p) = e.position() {
             extra += &format!(" position={p}");
         }
-        if let Some(r) = &e.reason {
+        if let Some(r) = e.reason() {
             extra += &format!(" reason={r}");
         }
         println!(

@@ -77,7 +77,7 @@ struct Waiter {
 }
 
 struct Watched {
-    cell: Arc<LeaseCell>,
+    cell: LeaseCell,
     notice: LostNotice,
     callback: LostCallback,
 }
@@ -281,7 +281,7 @@ impl Actor {
         outcome: GrantResult,
     ) -> Vec<(WaitId, GrantResult)> {
         let Waiter { done, on_lost } = waiter;
-        let watch: Vec<(u64, Arc<LeaseCell>, LostNotice)> = match (&outcome, &on_lost) {
+        let watch: Vec<(u64, LeaseCell, LostNotice)> = match (&outcome, &on_lost) {
             (Ok(grants), Some(_)) => grants
                 .iter()
                 .map(|g| {
@@ -362,7 +362,7 @@ impl Actor {
                 | EventKind::Preempted
                 | EventKind::ForceReleased
         );
-        let Some(fence) = ev.fence.filter(|_| ends) else {
+        let Some(fence) = ev.fence().filter(|_| ends) else {
             return;
         };
         if let Some(w) = self.watched.remove(&fence) {

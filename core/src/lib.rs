@@ -28,6 +28,7 @@ mod handle;
 mod reply;
 mod state;
 mod subscription;
+mod table;
 mod types;
 
 pub use actor::{LostCallback, LostNotice};

@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::num::NonZeroU64;
 
 /// Hash tables keyed by names and ids that clients choose: foldhash is several times
 /// faster than SipHash and still seeded per table.
@@ -15,6 +16,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
+use crate::table::{Named, Table};
 use crate::types::*;
 
 /// Identifies one acquire request, chosen by the caller and unique per engine.
@@ -147,7 +149,7 @@ pub struct Grant {
     pub expires_at: Option<f64>,
     pub ttl: Option<Duration>,
     pub priority: u8,
-    pub cell: Arc<LeaseCell>,
+    pub cell: LeaseCell,
 }
 
 /// The answer to a command.
@@ -186,7 +188,7 @@ pub struct Effects {
 
 #[derive(Debug)]
 struct SessionRec {
-    name: Arc<str>,
+    tag: Arc<SessionTag>,
     metadata: Arc<serde_json::Value>,
     ttl: Option<Duration>,
     on_expire: OnExpire,
@@ -220,7 +222,20 @@ struct Holder {
     priority: u8,
     reason: Option<Arc<str>>,
     wait: WaitId,
-    cell: Arc<LeaseCell>,
+    /// The lease's cell, as a page and a slot in it (a `LeaseCell` would take 8 bytes
+    /// more: a holder then no longer fits its allocation size).
+    page: Arc<CellPage>,
+    slot: u8,
+}
+
+impl Holder {
+    fn cell(&self) -> LeaseCell {
+        LeaseCell::new(self.page.clone(), self.slot)
+    }
+
+    fn set(&self, state: LeaseState) {
+        self.page.set(self.slot, state);
+    }
 }
 
 /// An optional span of time in 8 bytes where `Option<Duration>` takes 16 (a million
@@ -246,8 +261,9 @@ impl Span {
 
 /// A resource's record lives while it is held or waited for, and after that while its
 /// history still has events in the global ring.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ResourceRec {
+    name: Arc<str>,
     /// Inline: most resources have one holder at a time, and then it needs no allocation.
     holders: SmallVec<[Holder; 1]>,
     queue: Queue,
@@ -289,7 +305,22 @@ impl Queue {
     }
 }
 
+impl Named for ResourceRec {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+}
+
 impl ResourceRec {
+    fn new(name: &Arc<str>) -> Self {
+        ResourceRec {
+            name: name.clone(),
+            holders: SmallVec::new(),
+            queue: Queue::default(),
+            history: Ring::default(),
+        }
+    }
+
     fn idle(&self) -> bool {
         self.holders.is_empty() && self.queue.is_empty()
     }
@@ -346,8 +377,7 @@ pub struct State {
     /// Ended sessions, so a late call can say `SessionExpired` rather than `NotFound`.
     ended: HashMap<SessionId, Ended>,
     ended_order: VecDeque<SessionId>,
-    /// Boxed: a million-entry table then costs 24 bytes a slot, not a whole record.
-    resources: HashMap<Arc<str>, Box<ResourceRec>>,
+    resources: Table<ResourceRec>,
     waits: HashMap<WaitId, WaitRec>,
     deadlines: BinaryHeap<Reverse<(Duration, Due)>>,
     deadlines_compacted: usize,
@@ -356,6 +386,7 @@ pub struct State {
     next_arrival: u64,
     next_opened: u64,
     global: Ring,
+    cells: Cells,
     /// History of ended sessions, kept while the global ring has their events.
     ended_history: HashMap<SessionId, Ring>,
     /// Resources whose queue may have become grantable during this command.
@@ -371,7 +402,7 @@ impl State {
             sessions: HashMap::default(),
             ended: HashMap::default(),
             ended_order: VecDeque::new(),
-            resources: HashMap::default(),
+            resources: Table::default(),
             waits: HashMap::default(),
             deadlines: BinaryHeap::new(),
             deadlines_compacted: 0,
@@ -380,6 +411,7 @@ impl State {
             next_arrival: 0,
             next_opened: 0,
             global: Ring::default(),
+            cells: Cells::default(),
             ended_history: HashMap::default(),
             dirty: Vec::new(),
         }
@@ -476,7 +508,7 @@ impl State {
                 for rec in self.resources.values_mut() {
                     rec.queue.clear();
                     for h in rec.holders.drain(..) {
-                        h.cell.set(LeaseState::Closed);
+                        h.set(LeaseState::Closed);
                     }
                 }
                 Ok(Reply::Unit)
@@ -579,20 +611,18 @@ impl State {
             at: self.unix(now),
             kind,
             resource: None,
-            session_id: None,
-            session_name: None,
             mode: None,
-            fence: None,
             priority: None,
-            position: None,
+            session: None,
+            number: None,
             reason: None,
         }
     }
 
+    /// An event about a session (every event emitted about one finds it still open).
     fn session_event(&self, now: Duration, kind: EventKind, id: SessionId) -> Event {
         Event {
-            session_id: Some(id),
-            session_name: self.sessions.get(&id).map(|s| s.name.clone()),
+            session: self.sessions.get(&id).map(|s| s.tag.clone()),
             ..self.blank(now, kind)
         }
     }
@@ -604,13 +634,10 @@ impl State {
         let limit = self.cfg.history_limit;
         if limit > 0 {
             if let Some(r) = &ev.resource {
-                let rec = match self.resources.get_mut(r) {
-                    Some(rec) => rec,
-                    None => self.resources.entry(r.clone()).or_default(),
-                };
+                let rec = self.resources.get_or_insert_with(r, || ResourceRec::new(r));
                 rec.history.push(ev.clone(), limit);
             }
-            if let Some(s) = ev.session_id {
+            if let Some(s) = ev.session_id() {
                 let ring = match self.sessions.get_mut(&s) {
                     Some(rec) => Some(&mut rec.history),
                     None => self.ended_history.get_mut(&s),
@@ -639,7 +666,7 @@ impl State {
                 self.resources.remove(r);
             }
         }
-        if let Some(s) = old.session_id.filter(|_| !self.ended_history.is_empty()) {
+        if let Some(s) = old.session_id().filter(|_| !self.ended_history.is_empty()) {
             if self.ended_history.get(&s).is_some_and(gone) {
                 self.ended_history.remove(&s);
             }
@@ -666,7 +693,7 @@ impl State {
         let mut events: Vec<Arc<Event>> = ring
             .into_iter()
             .flat_map(Ring::iter)
-            .filter(|e| session.is_none() || e.session_id == session)
+            .filter(|e| session.is_none() || e.session_id() == session)
             .cloned()
             .collect();
         if let Some(n) = limit {
@@ -707,7 +734,10 @@ impl State {
         validate_metadata(&metadata)?;
         let id = SessionId::random();
         let rec = SessionRec {
-            name: spec.name.into(),
+            tag: Arc::new(SessionTag {
+                id,
+                name: spec.name.into(),
+            }),
             metadata: Arc::new(metadata),
             ttl: spec.ttl.or(self.cfg.session_ttl),
             on_expire: spec.on_expire.unwrap_or(self.cfg.on_session_expire),
@@ -732,7 +762,7 @@ impl State {
     fn session_info(&self, id: SessionId, s: &SessionRec) -> SessionInfo {
         SessionInfo {
             id,
-            name: s.name.clone(),
+            name: s.tag.name.clone(),
             metadata: s.metadata.clone(),
             created_at: s.created_at,
             last_seen: self.unix(s.last_seen),
@@ -905,8 +935,8 @@ impl State {
         let resources: SmallVec<[Arc<str>; 1]> = req
             .resources
             .iter()
-            .map(|r| match self.resources.get_key_value(r.as_str()) {
-                Some((k, _)) => k.clone(),
+            .map(|r| match self.resources.get(r) {
+                Some(rec) => rec.name.clone(),
                 None => Arc::from(r.as_str()),
             })
             .collect();
@@ -945,8 +975,7 @@ impl State {
     ) -> Result<Reply> {
         for r in &w.resources {
             self.resources
-                .entry(r.clone())
-                .or_default()
+                .get_or_insert_with(r, || ResourceRec::new(r))
                 .queue
                 .insert(w.key(), id);
         }
@@ -984,7 +1013,7 @@ impl State {
             self.emit(
                 Event {
                     resource: Some(r.clone()),
-                    position: Some(*pos),
+                    number: NonZeroU64::new(*pos),
                     ..base.clone()
                 },
                 fx,
@@ -1059,6 +1088,7 @@ impl State {
             let ttl = Span::new(w.ttl);
             let expires = ttl.after(now);
             let expires_at = expires.get().map(|d| self.unix(d));
+            let (page, slot) = self.cells.fresh();
             let holder = Holder {
                 session: w.session,
                 mode: w.mode,
@@ -1070,7 +1100,8 @@ impl State {
                 priority: w.priority,
                 reason: w.reason.clone(),
                 wait: id,
-                cell: Arc::new(LeaseCell::default()),
+                page,
+                slot,
             };
             grants.push(Grant {
                 resource: r.clone(),
@@ -1082,9 +1113,9 @@ impl State {
                 expires_at,
                 ttl: ttl.get(),
                 priority: w.priority,
-                cell: holder.cell.clone(),
+                cell: holder.cell(),
             });
-            let rec = self.resources.entry(r.clone()).or_default();
+            let rec = self.resources.get_or_insert_with(r, || ResourceRec::new(r));
             rec.queue.remove(&w.key());
             rec.holders.push(holder);
             if let Some(at) = expires.get() {
@@ -1097,7 +1128,7 @@ impl State {
             let ev = Event {
                 resource: Some(r.clone()),
                 mode: Some(w.mode),
-                fence: Some(fence),
+                number: NonZeroU64::new(fence),
                 priority: Some(w.priority),
                 reason: w.reason.clone(),
                 ..self.session_event(now, EventKind::Acquired, w.session)
@@ -1195,13 +1226,10 @@ impl State {
             return;
         }
         for r in resources {
-            let found = self
-                .resources
-                .get_key_value(r.as_str())
-                .and_then(|(k, rec)| {
-                    let h = rec.holders.iter().find(|h| h.wait == id)?;
-                    Some((k.clone(), h.fence))
-                });
+            let found = self.resources.get(r).and_then(|rec| {
+                let h = rec.holders.iter().find(|h| h.wait == id)?;
+                Some((rec.name.clone(), h.fence))
+            });
             if let Some((r, fence)) = found {
                 self.end_lease(now, &r, fence, End::Released, Some("cancelled".into()), fx);
             }
@@ -1290,11 +1318,11 @@ impl State {
                 },
             ),
         };
-        h.cell.set(state);
+        h.set(state);
         let ev = Event {
             resource: Some(resource.clone()),
             mode: Some(h.mode),
-            fence: Some(h.fence),
+            number: NonZeroU64::new(h.fence),
             priority: Some(h.priority),
             reason,
             ..self.session_event(now, kind, h.session)
@@ -1321,8 +1349,8 @@ impl State {
     fn find_token(&self, resource: &str, token: Token) -> Result<(Arc<str>, &Holder)> {
         validate_resource(resource)?;
         self.resources
-            .get_key_value(resource)
-            .and_then(|(k, r)| Some((k.clone(), r.holders.iter().find(|h| h.token == token)?)))
+            .get(resource)
+            .and_then(|r| Some((r.name.clone(), r.holders.iter().find(|h| h.token == token)?)))
             .ok_or_else(|| Error::InvalidToken(resource.to_string()))
     }
 
@@ -1388,10 +1416,10 @@ impl State {
         if let Some(reason) = &reason {
             validate_reason(reason)?;
         }
-        let Some((r, rec)) = self.resources.get_key_value(resource) else {
+        let Some(rec) = self.resources.get(resource) else {
             return Ok(0);
         };
-        let r = r.clone();
+        let r = rec.name.clone();
         let fences: Vec<u64> = rec.holders.iter().map(|h| h.fence).collect();
         let reason: Option<Arc<str>> = reason.map(Arc::from);
         for &fence in &fences {
@@ -1418,7 +1446,7 @@ impl State {
     // ----- introspection ----------------------------------------------------------
 
     fn status(&self, now: Duration, resource: &str) -> ResourceStatus {
-        let Some((name, rec)) = self.resources.get_key_value(resource) else {
+        let Some(rec) = self.resources.get(resource) else {
             return ResourceStatus {
                 resource: Arc::from(resource),
                 locked: false,
@@ -1434,7 +1462,7 @@ impl State {
                 let s = self.sessions.get(&h.session);
                 HolderInfo {
                     session_id: h.session,
-                    session_name: s.map_or_else(|| Arc::from(""), |s| s.name.clone()),
+                    session_name: s.map_or_else(|| Arc::from(""), |s| s.tag.name.clone()),
                     metadata: s.map_or_else(Default::default, |s| s.metadata.clone()),
                     mode: h.mode,
                     fence: h.fence,
@@ -1458,7 +1486,7 @@ impl State {
                     session_name: self
                         .sessions
                         .get(&w.session)
-                        .map_or_else(|| Arc::from(""), |s| s.name.clone()),
+                        .map_or_else(|| Arc::from(""), |s| s.tag.name.clone()),
                     mode: w.mode,
                     priority: w.priority,
                     position: i as u64 + 1,
@@ -1467,7 +1495,7 @@ impl State {
             })
             .collect();
         ResourceStatus {
-            resource: name.clone(),
+            resource: rec.name.clone(),
             locked: !rec.holders.is_empty(),
             mode: rec.holders.first().map(|h| h.mode),
             holders,
@@ -1478,50 +1506,75 @@ impl State {
     fn locks(&self, now: Duration) -> Vec<ResourceStatus> {
         let mut names: Vec<&Arc<str>> = self
             .resources
-            .iter()
-            .filter(|(_, r)| !r.holders.is_empty())
-            .map(|(k, _)| k)
+            .values()
+            .filter(|r| !r.holders.is_empty())
+            .map(|r| &r.name)
             .collect();
         names.sort();
         names.into_iter().map(|r| self.status(now, r)).collect()
     }
 }
 
-/// A history ring: the newest `limit` events of one resource, one session or the engine.
-/// It grows from one slot, stored inline (most resources have few events), by doubling
-/// up to `limit`; once full, each new event takes the oldest one's slot.
+/// A history ring: the newest `limit` events of one resource, one session or the engine,
+/// in 16 bytes. Most resources have a single event, kept without an allocation of its
+/// own; from the second on, the events move to a deque that grows up to `limit`.
 #[derive(Debug, Default)]
-struct Ring {
-    events: SmallVec<[Arc<Event>; 1]>,
-    /// The slot of the oldest event once the ring is full (before that, 0).
-    head: usize,
+enum Ring {
+    #[default]
+    Empty,
+    One(Arc<Event>),
+    #[expect(
+        clippy::box_collection,
+        reason = "boxed, the ring takes 16 bytes, not 40"
+    )]
+    Many(Box<VecDeque<Arc<Event>>>),
 }
 
 impl Ring {
     /// Appends `ev` to a ring of at most `limit` events; returns the event that fell out.
     fn push(&mut self, ev: Arc<Event>, limit: usize) -> Option<Arc<Event>> {
-        let v = &mut self.events;
-        if v.len() < limit {
-            if v.len() == v.capacity() {
-                v.reserve_exact((v.len() * 2).clamp(1, limit) - v.len());
+        match self {
+            _ if limit == 0 => Some(ev),
+            Ring::Empty => {
+                *self = Ring::One(ev);
+                None
             }
-            v.push(ev);
-            return None;
+            Ring::One(old) if limit == 1 => Some(std::mem::replace(old, ev)),
+            Ring::One(_) => {
+                let Ring::One(first) = std::mem::take(self) else {
+                    unreachable!("matched One")
+                };
+                *self = Ring::Many(Box::new(VecDeque::from([first, ev])));
+                None
+            }
+            Ring::Many(q) if q.len() < limit => {
+                if q.len() == q.capacity() {
+                    q.reserve_exact(q.len().min(limit - q.len()));
+                }
+                q.push_back(ev);
+                None
+            }
+            Ring::Many(q) => {
+                let old = q.pop_front();
+                q.push_back(ev);
+                // The next event to fall out was written long ago and is likely out of
+                // the cache: start loading it now, so that dropping it later does not
+                // wait for memory.
+                if let Some(next) = q.front() {
+                    prefetch(next);
+                }
+                old
+            }
         }
-        let Some(slot) = v.get_mut(self.head) else {
-            return Some(ev);
-        };
-        let old = std::mem::replace(slot, ev);
-        self.head = (self.head + 1) % v.len();
-        // The next event to fall out was written long ago and is likely out of the cache:
-        // start loading it now, so that dropping it later does not wait for memory.
-        prefetch(&v[self.head]);
-        Some(old)
     }
 
     /// Oldest first.
     fn iter(&self) -> impl DoubleEndedIterator<Item = &Arc<Event>> {
-        let (newer, older) = self.events.split_at(self.head);
+        let (older, newer) = match self {
+            Ring::Empty => (&[][..], &[][..]),
+            Ring::One(ev) => (std::slice::from_ref(ev), &[][..]),
+            Ring::Many(q) => q.as_slices(),
+        };
         older.iter().chain(newer)
     }
 
@@ -1530,7 +1583,7 @@ impl Ring {
     }
 
     fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        matches!(self, Ring::Empty)
     }
 }
 

@@ -232,7 +232,8 @@ impl Model {
 
     fn check(&mut self) {
         let st = &self.st;
-        for (name, rec) in &st.resources {
+        for rec in st.resources.values() {
+            let name = &rec.name;
             if rec.idle() {
                 let oldest = st.global.iter().next().map_or(u64::MAX, |e| e.seq);
                 let newest = rec.history.newest().map(|e| e.seq);
@@ -248,7 +249,7 @@ impl Model {
             fences.dedup();
             assert_eq!(fences.len(), rec.holders.len());
             for h in &rec.holders {
-                assert_eq!(h.cell.get(), LeaseState::Held);
+                assert_eq!(h.cell().get(), LeaseState::Held);
                 let s = st
                     .sessions
                     .get(&h.session)
@@ -263,14 +264,20 @@ impl Model {
         }
         for (id, w) in &st.waits {
             for r in &w.resources {
-                assert_eq!(st.resources[r].queue.get(&w.key()), Some(id));
+                assert_eq!(st.resources.get(r).unwrap().queue.get(&w.key()), Some(id));
             }
             assert!(st.sessions[&w.session].waits.contains(id));
             assert!(!st.can_grant(w), "wait {id} could be granted but waits");
         }
         for (id, s) in &st.sessions {
             for r in &s.leases {
-                assert!(st.resources[r].holders.iter().any(|h| h.session == *id));
+                assert!(st
+                    .resources
+                    .get(r)
+                    .unwrap()
+                    .holders
+                    .iter()
+                    .any(|h| h.session == *id));
             }
         }
         for g in &self.grants {
@@ -286,15 +293,15 @@ impl Model {
             );
         }
         let limit = st.cfg.history_limit;
-        assert!(st.global.events.len() <= st.cfg.global_history);
-        let mut rings = st
+        assert!(st.global.iter().count() <= st.cfg.global_history);
+        assert!(st
             .resources
             .values()
             .map(|r| &r.history)
             .chain(st.sessions.values().map(|s| &s.history))
-            .chain(st.ended_history.values());
-        assert!(rings.all(|r| r.events.len() <= limit
-            && r.iter().zip(r.iter().skip(1)).all(|(a, b)| a.seq < b.seq)));
+            .chain(st.ended_history.values())
+            .all(|r| r.iter().count() <= limit
+                && r.iter().zip(r.iter().skip(1)).all(|(a, b)| a.seq < b.seq)));
         assert!(st
             .global
             .iter()

@@ -252,7 +252,6 @@ mod tests {
     fn ev(seq: u64) -> Arc<Event> {
         let mut e = Event::lagged(0);
         e.kind = EventKind::Acquired;
-        e.position = None;
         e.seq = seq;
         Arc::new(e)
     }
@@ -266,7 +265,7 @@ mod tests {
         let got: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 0]);
         assert_eq!(got[3].kind, EventKind::Lagged);
-        assert_eq!(got[3].position, Some(3));
+        assert_eq!(got[3].position(), Some(3));
         q.push(ev(7));
         q.push(ev(8));
         assert_eq!(q.try_pop().map(|e| e.seq), Some(7));
@@ -291,6 +290,6 @@ mod tests {
                 (EventKind::Acquired, 6)
             ]
         );
-        assert_eq!(rest[1].position, Some(2));
+        assert_eq!(rest[1].position(), Some(2));
     }
 }

@@ -1,6 +1,7 @@
 //! Plain data types shared by the state machine, the handle and the bindings.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -200,8 +201,42 @@ impl FromStr for Token {
 
 /// The one cell shared between a [`crate::Lease`] and the engine's record of it: the
 /// actor sets it at the moment the lease ends, so `valid` and `lost_reason` are exact.
+///
+/// Cells come in pages of 64, one allocation for 64 leases. A cell
+/// is never reused: a page is freed when the last lease and `Lease` on it are gone.
+#[derive(Debug, Clone)]
+pub struct LeaseCell {
+    page: Arc<CellPage>,
+    slot: u8,
+}
+
+pub(crate) const CELLS_PER_PAGE: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct CellPage([AtomicU8; CELLS_PER_PAGE]);
+
+impl Default for CellPage {
+    fn default() -> Self {
+        CellPage(std::array::from_fn(|_| AtomicU8::new(CellPage::HELD)))
+    }
+}
+
+/// Hands out fresh cells (each held) as a page and a slot in it.
 #[derive(Debug, Default)]
-pub struct LeaseCell(AtomicU8);
+pub(crate) struct Cells {
+    page: Arc<CellPage>,
+    used: usize,
+}
+
+impl Cells {
+    pub(crate) fn fresh(&mut self) -> (Arc<CellPage>, u8) {
+        if self.used == CELLS_PER_PAGE {
+            *self = Cells::default();
+        }
+        self.used += 1;
+        (self.page.clone(), (self.used - 1) as u8)
+    }
+}
 
 /// Where a lease stands, as its [`LeaseCell`] tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,11 +249,21 @@ pub enum LeaseState {
 }
 
 impl LeaseCell {
+    pub(crate) fn new(page: Arc<CellPage>, slot: u8) -> Self {
+        LeaseCell { page, slot }
+    }
+
+    pub fn get(&self) -> LeaseState {
+        self.page.get(self.slot)
+    }
+}
+
+impl CellPage {
     const HELD: u8 = 0;
     const RELEASED: u8 = 1;
 
-    pub fn get(&self) -> LeaseState {
-        match self.0.load(Ordering::Acquire) {
+    pub(crate) fn get(&self, slot: u8) -> LeaseState {
+        match self.0[usize::from(slot)].load(Ordering::Acquire) {
             Self::HELD => LeaseState::Held,
             Self::RELEASED => LeaseState::Released,
             2 => LeaseState::Lost(LostReason::Preempted),
@@ -229,7 +274,7 @@ impl LeaseCell {
         }
     }
 
-    pub(crate) fn set(&self, state: LeaseState) {
+    pub(crate) fn set(&self, slot: u8, state: LeaseState) {
         let v = match state {
             LeaseState::Held => Self::HELD,
             LeaseState::Released => Self::RELEASED,
@@ -239,7 +284,7 @@ impl LeaseCell {
             LeaseState::Lost(LostReason::SessionExpired) => 5,
             LeaseState::Closed => 6,
         };
-        self.0.store(v, Ordering::Release);
+        self.0[usize::from(slot)].store(v, Ordering::Release);
     }
 }
 
@@ -283,22 +328,32 @@ impl EventKind {
     }
 }
 
-/// Something that happened. Fields that do not apply are `None`; there is never a token.
-/// For `lagged`, `position` holds the number of events missed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Something that happened; there is never a token. Fields that do not apply are `None`,
+/// the same for the accessors. For `lagged`, `position` holds the number of events missed.
+///
+/// Kept small (72 bytes), since the engine holds an event for each held lease in that
+/// resource's history: a session's id and name are one shared pointer, and a fence and a
+/// position share one slot (no kind of event has both).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub seq: u64,
     /// Unix seconds.
     pub at: f64,
     pub kind: EventKind,
     pub resource: Option<Arc<str>>,
-    pub session_id: Option<SessionId>,
-    pub session_name: Option<Arc<str>>,
     pub mode: Option<Mode>,
-    pub fence: Option<u64>,
     pub priority: Option<u8>,
-    pub position: Option<u64>,
-    pub reason: Option<Arc<str>>,
+    pub(crate) session: Option<Arc<SessionTag>>,
+    /// The fence of a lease's event, the position of `queued`, the count of `lagged`.
+    pub(crate) number: Option<NonZeroU64>,
+    pub(crate) reason: Option<Arc<str>>,
+}
+
+/// A session's id and name, shared by its record and all its events.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SessionTag {
+    pub(crate) id: SessionId,
+    pub(crate) name: Arc<str>,
 }
 
 impl Event {
@@ -308,14 +363,72 @@ impl Event {
             at: 0.0,
             kind: EventKind::Lagged,
             resource: None,
-            session_id: None,
-            session_name: None,
             mode: None,
-            fence: None,
             priority: None,
-            position: Some(missed),
+            session: None,
+            number: NonZeroU64::new(missed),
             reason: None,
         }
+    }
+
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.session.as_ref().map(|s| s.id)
+    }
+
+    pub fn session_name(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| &*s.name)
+    }
+
+    /// The fence of the lease that the event is about.
+    pub fn fence(&self) -> Option<u64> {
+        self.number
+            .filter(|_| !matches!(self.kind, EventKind::Queued | EventKind::Lagged))
+            .map(NonZeroU64::get)
+    }
+
+    /// The 1-based queue position of `queued`; the number of events missed for `lagged`.
+    pub fn position(&self) -> Option<u64> {
+        self.number
+            .filter(|_| matches!(self.kind, EventKind::Queued | EventKind::Lagged))
+            .map(NonZeroU64::get)
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}
+
+/// Every field by name, as in the Python and C APIs.
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            seq: u64,
+            at: f64,
+            kind: EventKind,
+            resource: Option<&'a str>,
+            session_id: Option<SessionId>,
+            session_name: Option<&'a str>,
+            mode: Option<Mode>,
+            fence: Option<u64>,
+            priority: Option<u8>,
+            position: Option<u64>,
+            reason: Option<&'a str>,
+        }
+        Fields {
+            seq: self.seq,
+            at: self.at,
+            kind: self.kind,
+            resource: self.resource.as_deref(),
+            session_id: self.session_id(),
+            session_name: self.session_name(),
+            mode: self.mode,
+            fence: self.fence(),
+            priority: self.priority,
+            position: self.position(),
+            reason: self.reason(),
+        }
+        .serialize(s)
     }
 }
 

@@ -141,7 +141,7 @@ fn a_dropped_ticket_whose_grant_arrived_unseen_is_released() {
     let st = eng.status("ps").unwrap();
     assert!(!st.locked, "the unseen grant was undone: {st:?}");
     let hist = eng.history(Some("ps"), Some(b.id()), None).unwrap();
-    assert_eq!(hist.last().unwrap().reason.as_deref(), Some("cancelled"));
+    assert_eq!(hist.last().unwrap().reason(), Some("cancelled"));
 }
 
 #[test]
@@ -315,7 +315,7 @@ fn a_slow_subscriber_gets_a_lagged_marker_and_never_stalls_the_engine() {
     let got: Vec<_> = std::iter::from_fn(|| slow.try_recv()).collect();
     assert_eq!(got.len(), 5);
     assert_eq!(got[4].kind, EventKind::Lagged);
-    assert_eq!(got[4].position, Some(101 - 4));
+    assert_eq!(got[4].position(), Some(101 - 4));
 }
 
 #[test]

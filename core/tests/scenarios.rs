@@ -280,7 +280,7 @@ fn maintenance_preempts_a_running_plan_and_every_client_sees_it_live() {
 
     let seen: Vec<(EventKind, String)> =
         std::iter::from_fn(|| watch.recv_timeout(Duration::from_millis(200)))
-            .map(|e| (e.kind, e.session_name.as_deref().unwrap_or("").to_string()))
+            .map(|e| (e.kind, e.session_name().unwrap_or("").to_string()))
             .collect();
     use EventKind::*;
     let expect = [
@@ -330,7 +330,7 @@ fn folder_locks_expire_release_only_by_their_owner_and_leave_history() {
         .history(Some(folder), None, None)
         .unwrap()
         .iter()
-        .map(|e| (e.kind, e.session_name.as_deref().unwrap_or("").to_string()))
+        .map(|e| (e.kind, e.session_name().unwrap_or("").to_string()))
         .collect();
     use EventKind::*;
     let expect: Vec<(EventKind, String)> = [

@@ -48,11 +48,11 @@ impl Event {
     }
     #[getter]
     fn session_id(&self) -> Option<String> {
-        self.0.session_id.map(|id| id.to_string())
+        self.0.session_id().map(|id| id.to_string())
     }
     #[getter]
     fn session_name(&self) -> Option<&str> {
-        self.0.session_name.as_deref()
+        self.0.session_name()
     }
     #[getter]
     fn mode(&self) -> Option<&'static str> {
@@ -60,7 +60,7 @@ impl Event {
     }
     #[getter]
     fn fence(&self) -> Option<u64> {
-        self.0.fence
+        self.0.fence()
     }
     #[getter]
     fn priority(&self) -> Option<u8> {
@@ -68,11 +68,11 @@ impl Event {
     }
     #[getter]
     fn position(&self) -> Option<u64> {
-        self.0.position
+        self.0.position()
     }
     #[getter]
     fn reason(&self) -> Option<&str> {
-        self.0.reason.as_deref()
+        self.0.reason()
     }
 
     /// Every field, by name.
@@ -86,19 +86,19 @@ impl Event {
         if let Some(r) = &ev.resource {
             out.push_str(&format!(" {r}"));
         }
-        if let Some(s) = &ev.session_name {
+        if let Some(s) = ev.session_name() {
             out.push_str(&format!(" session={s}"));
         }
         if let Some(m) = ev.mode {
             out.push_str(&format!(" {m}"));
         }
-        if let Some(f) = ev.fence {
+        if let Some(f) = ev.fence() {
             out.push_str(&format!(" fence={f}"));
         }
-        if let Some(p) = ev.position {
+        if let Some(p) = ev.position() {
             out.push_str(&format!(" position={p}"));
         }
-        if let Some(why) = &ev.reason {
+        if let Some(why) = ev.reason() {
             out.push_str(&format!(" reason={why}"));
         }
         out.push('>');
