@@ -321,6 +321,13 @@ impl ResourceRec {
         }
     }
 
+    /// Whether `settle` has work here once the holders changed: a queue to grant from,
+    /// or (with no history kept) an idle record to forget. With history, the event about
+    /// the change keeps the record.
+    fn needs_settling(&self, history_limit: usize) -> bool {
+        !self.queue.is_empty() || history_limit == 0
+    }
+
     fn idle(&self) -> bool {
         self.holders.is_empty() && self.queue.is_empty()
     }
@@ -1115,9 +1122,11 @@ impl State {
                 priority: w.priority,
                 cell: holder.cell(),
             });
+            let limit = self.cfg.history_limit;
             let rec = self.resources.get_or_insert_with(r, || ResourceRec::new(r));
             rec.queue.remove(&w.key());
             rec.holders.push(holder);
+            let settle = rec.needs_settling(limit);
             if let Some(at) = expires.get() {
                 self.push_deadline(at, Due::Lease(r.clone(), fence));
             }
@@ -1134,7 +1143,9 @@ impl State {
                 ..self.session_event(now, EventKind::Acquired, w.session)
             };
             self.emit(ev, fx);
-            self.dirty.push(r.clone());
+            if settle {
+                self.dirty.push(r.clone());
+            }
         }
         grants
     }
@@ -1300,6 +1311,7 @@ impl State {
         reason: Option<Arc<str>>,
         fx: &mut Effects,
     ) {
+        let limit = self.cfg.history_limit;
         let Some(rec) = self.resources.get_mut(resource) else {
             return;
         };
@@ -1307,6 +1319,7 @@ impl State {
             return;
         };
         let h = rec.holders.remove(i);
+        let settle = rec.needs_settling(limit);
         let (state, kind) = match end {
             End::Released => (LeaseState::Released, EventKind::Released),
             End::Lost(why) => (
@@ -1331,7 +1344,9 @@ impl State {
             s.leases.remove(resource);
         }
         self.emit(ev, fx);
-        self.dirty.push(resource.clone());
+        if settle {
+            self.dirty.push(resource.clone());
+        }
     }
 
     /// Forgets an idle resource that has no history to keep.

@@ -337,8 +337,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn invariants_hold_after_every_step(ops in proptest::collection::vec(op(), 1..300)) {
-        let cfg = Config { history_limit: 5, global_history: 40, ..Config::default() };
+    fn invariants_hold_after_every_step(
+        ops in proptest::collection::vec(op(), 1..300),
+        history_limit in prop_oneof![Just(0), Just(5)],
+    ) {
+        let cfg = Config { history_limit, global_history: 40, ..Config::default() };
         let mut m = Model {
             st: State::new(cfg, 0.0),
             now: Duration::ZERO,
