@@ -202,8 +202,8 @@ impl FromStr for Token {
 /// The one cell shared between a [`crate::Lease`] and the engine's record of it: the
 /// actor sets it at the moment the lease ends, so `valid` and `lost_reason` are exact.
 ///
-/// Cells come in pages of 64, one allocation for 64 leases. A cell
-/// is never reused: a page is freed when the last lease and `Lease` on it are gone.
+/// Cells come in pages of 64, one allocation for 64 leases. A cell is never reused: a page
+/// is freed when the last lease and `Lease` on it are gone.
 #[derive(Debug, Clone)]
 pub struct LeaseCell {
     page: Arc<CellPage>,
