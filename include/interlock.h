@@ -419,6 +419,9 @@ interlock_status interlock_session_close(const struct interlock_engine *engine,
  * `INTERLOCK_INVALID_TOKEN`, as for any token that is not current (wrong, already
  * released, or for another resource). `INTERLOCK_INVALID_ARGUMENT` if `token` is not a
  * UUID string.
+ *
+ * A lease that this library handed out is released without waiting for the engine; any
+ * call made after this returns, from any thread, still finds the lock free.
  */
 interlock_status interlock_release(const struct interlock_engine *engine,
                                    const char *resource,

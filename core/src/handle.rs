@@ -178,11 +178,6 @@ impl Handle {
         self.request(cmd)?.recv().map_err(closed)?
     }
 
-    /// Sends one command and awaits its reply.
-    pub(crate) async fn call_async(&self, cmd: Command) -> Result<Reply> {
-        self.request(cmd)?.await.map_err(closed)?
-    }
-
     /// Closes the engine: pending waits fail with `EngineClosed`, subscriptions end, the
     /// actor thread is joined. Later calls fail with `EngineClosed`. Closing twice is harmless.
     pub fn close(&self) {
@@ -710,35 +705,28 @@ impl Lease {
         }
     }
 
-    fn release_command(&self) -> Command {
-        Command::Release {
-            resource: self.resource().into(),
-            token: self.token(),
-        }
-    }
-
     /// Releases the lease. Releasing twice is harmless; a lost lease gives `LockLost`.
+    ///
+    /// Returns without waiting for the actor: the lease's cell turns released at once
+    /// (an expiry or preemption that the actor has not yet processed then counts as this
+    /// release), and the release goes into the engine's queue ahead of anything sent
+    /// after this returns, from any thread, so every later call sees the lock free.
     pub fn release(&self) -> Result<()> {
-        if !self.precheck()? {
-            return Ok(());
+        match self.grant.cell.leave_held(LeaseState::Released) {
+            LeaseState::Held => self.handle.send(Msg::Call {
+                cmd: Command::Release {
+                    resource: self.resource().into(),
+                    token: self.token(),
+                },
+                reply: None,
+            }),
+            _ => self.precheck().map(drop),
         }
-        self.finish_release(self.handle.call(self.release_command()))
     }
 
+    /// [`Lease::release`], which never waits.
     pub async fn release_async(&self) -> Result<()> {
-        if !self.precheck()? {
-            return Ok(());
-        }
-        self.finish_release(self.handle.call_async(self.release_command()).await)
-    }
-
-    fn finish_release(&self, reply: Result<Reply>) -> Result<()> {
-        match reply {
-            Ok(Reply::Unit) => Ok(()),
-            Ok(r) => Err(unexpected(r)),
-            Err(_) if self.state() == LeaseState::Released => Ok(()),
-            Err(e) => Err(self.explain(e)),
-        }
+        self.release()
     }
 
     /// Extends the lease by `ttl` (by its own TTL if `None`) from now; returns the new

@@ -233,8 +233,10 @@ impl Holder {
         LeaseCell::new(self.page.clone(), self.slot)
     }
 
-    fn set(&self, state: LeaseState) {
-        self.page.set(self.slot, state);
+    /// Ends the lease's cell as `state`; returns where it stood before (`Released` if
+    /// its holder released it first and the release is still on its way).
+    fn end(&self, state: LeaseState) -> LeaseState {
+        self.page.leave_held(self.slot, state)
     }
 }
 
@@ -515,7 +517,7 @@ impl State {
                 for rec in self.resources.values_mut() {
                     rec.queue.clear();
                     for h in rec.holders.drain(..) {
-                        h.set(LeaseState::Closed);
+                        h.end(LeaseState::Closed);
                     }
                 }
                 Ok(Reply::Unit)
@@ -1320,18 +1322,19 @@ impl State {
         };
         let h = rec.holders.remove(i);
         let settle = rec.needs_settling(limit);
-        let (state, kind) = match end {
-            End::Released => (LeaseState::Released, EventKind::Released),
-            End::Lost(why) => (
-                LeaseState::Lost(why),
-                match why {
-                    LostReason::Preempted => EventKind::Preempted,
-                    LostReason::ForceReleased => EventKind::ForceReleased,
-                    LostReason::Expired | LostReason::SessionExpired => EventKind::Expired,
-                },
-            ),
+        let state = match end {
+            End::Released => LeaseState::Released,
+            End::Lost(why) => LeaseState::Lost(why),
         };
-        h.set(state);
+        // A holder that released first (its release still on its way here) released it:
+        // that release has returned, so the lease was not lost.
+        let (kind, reason) = match (h.end(state), end) {
+            (LeaseState::Released, _) => (EventKind::Released, None),
+            (_, End::Released) => (EventKind::Released, reason),
+            (_, End::Lost(LostReason::Preempted)) => (EventKind::Preempted, reason),
+            (_, End::Lost(LostReason::ForceReleased)) => (EventKind::ForceReleased, reason),
+            (_, End::Lost(_)) => (EventKind::Expired, reason),
+        };
         let ev = Event {
             resource: Some(resource.clone()),
             mode: Some(h.mode),

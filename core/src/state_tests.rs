@@ -813,6 +813,53 @@ fn force_release_frees_every_holder_and_counts_them() {
     ));
 }
 
+#[test]
+fn a_lease_whose_holder_released_first_ends_released_not_lost() {
+    // `Lease::release` marks the cell at once and its command reaches the state later:
+    // an expiry, preemption or force release processed in between counts as that release.
+    type Lose = fn(&mut Bench);
+    let lose: [(&str, Lose); 3] = [
+        ("expiry", |b| drop(b.advance(10.0))),
+        ("preemption", |b| {
+            let maint = b.open("maintenance");
+            let (_, r, _) = b.acquire_with(maint, &["dev"], |r| {
+                r.priority = 0;
+                r.preempt = true;
+            });
+            assert!(matches!(r, Ok(Reply::Granted(_))));
+        }),
+        ("force release", |b| {
+            let r = b.run(Command::ForceRelease {
+                resource: "dev".into(),
+                reason: Some("stuck".into()),
+            });
+            assert!(matches!(r.0, Ok(Reply::Count(1))));
+        }),
+    ];
+    for (how, lose) in lose {
+        let mut b = Bench::new();
+        let plan = b.open("plan");
+        let (_, r, _) = b.acquire_with(plan, &["dev"], |r| r.ttl = Some(secs(5.0)));
+        let Ok(Reply::Granted(g)) = r else { panic!() };
+        let g = &g[0];
+        assert_eq!(g.cell.leave_held(LeaseState::Released), LeaseState::Held);
+        lose(&mut b);
+        let ended = b.history(Some("dev"), Some(plan)).pop().expect("an event");
+        assert_eq!(ended.kind, EventKind::Released, "{how}");
+        assert_eq!(ended.reason(), None, "{how}");
+        assert_eq!(g.cell.get(), LeaseState::Released, "{how}");
+        let (r, fx) = b.run(Command::Release {
+            resource: "dev".into(),
+            token: g.token,
+        });
+        assert_eq!(err(r), ErrorKind::InvalidToken, "{how}: the late release");
+        assert!(
+            fx.events.is_empty(),
+            "{how}: the late release changes nothing"
+        );
+    }
+}
+
 // ----- events, history, introspection ------------------------------------------------
 
 #[test]

@@ -256,14 +256,19 @@ impl LeaseCell {
     pub fn get(&self) -> LeaseState {
         self.page.get(self.slot)
     }
+
+    /// Moves a held lease to `to`; returns where it stood before (`Held` iff it moved).
+    pub(crate) fn leave_held(&self, to: LeaseState) -> LeaseState {
+        self.page.leave_held(self.slot, to)
+    }
 }
 
 impl CellPage {
     const HELD: u8 = 0;
     const RELEASED: u8 = 1;
 
-    pub(crate) fn get(&self, slot: u8) -> LeaseState {
-        match self.0[usize::from(slot)].load(Ordering::Acquire) {
+    fn decode(v: u8) -> LeaseState {
+        match v {
             Self::HELD => LeaseState::Held,
             Self::RELEASED => LeaseState::Released,
             2 => LeaseState::Lost(LostReason::Preempted),
@@ -274,8 +279,8 @@ impl CellPage {
         }
     }
 
-    pub(crate) fn set(&self, slot: u8, state: LeaseState) {
-        let v = match state {
+    fn encode(state: LeaseState) -> u8 {
+        match state {
             LeaseState::Held => Self::HELD,
             LeaseState::Released => Self::RELEASED,
             LeaseState::Lost(LostReason::Preempted) => 2,
@@ -283,8 +288,26 @@ impl CellPage {
             LeaseState::Lost(LostReason::ForceReleased) => 4,
             LeaseState::Lost(LostReason::SessionExpired) => 5,
             LeaseState::Closed => 6,
-        };
-        self.0[usize::from(slot)].store(v, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn get(&self, slot: u8) -> LeaseState {
+        Self::decode(self.0[usize::from(slot)].load(Ordering::Acquire))
+    }
+
+    /// A cell leaves `Held` once, to whichever end comes first: the holder's release
+    /// (which does not wait for the actor) or the actor's. Returns the state before.
+    pub(crate) fn leave_held(&self, slot: u8, to: LeaseState) -> LeaseState {
+        let cell = &self.0[usize::from(slot)];
+        match cell.compare_exchange(
+            Self::HELD,
+            Self::encode(to),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => LeaseState::Held,
+            Err(v) => Self::decode(v),
+        }
     }
 }
 

@@ -234,6 +234,38 @@ fn lease_state_is_exact_and_a_lost_lease_says_so() {
 }
 
 #[test]
+fn a_release_that_returned_is_seen_by_every_later_call_from_any_thread() {
+    // `Lease::release` does not wait for the actor, yet nothing sent after it returns
+    // may overtake it: here another thread, told by a plain channel, tries at once.
+    let eng = engine();
+    let s = eng.open_session(SessionSpec::named("s")).unwrap();
+    let (go, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    let other = {
+        let eng = eng.clone();
+        std::thread::spawn(move || {
+            let t = eng.open_session(SessionSpec::named("t")).unwrap();
+            for () in rx {
+                t.acquire("a", &exclusive(Some(Duration::ZERO)))
+                    .expect("free once the release returned")
+                    .release()
+                    .unwrap();
+                done_tx.send(()).unwrap();
+            }
+        })
+    };
+    for _ in 0..2_000 {
+        let lease = s.acquire("a", &exclusive(Some(Duration::ZERO))).unwrap();
+        lease.release().unwrap();
+        assert!(!lease.is_valid());
+        go.send(()).unwrap();
+        done.recv().unwrap();
+    }
+    drop(go);
+    other.join().unwrap();
+}
+
+#[test]
 fn on_lost_runs_on_the_dispatcher_thread_and_not_on_release() {
     let eng = engine();
     let s = eng.open_session(SessionSpec::named("s")).unwrap();
@@ -312,6 +344,8 @@ fn a_slow_subscriber_gets_a_lagged_marker_and_never_stalls_the_engine() {
             .release()
             .unwrap();
     }
+    // A release does not wait for the actor; any call that does has its events published.
+    eng.status("a").unwrap();
     let got: Vec<_> = std::iter::from_fn(|| slow.try_recv()).collect();
     assert_eq!(got.len(), 5);
     assert_eq!(got[4].kind, EventKind::Lagged);

@@ -331,6 +331,9 @@ pub unsafe extern "C" fn interlock_session_close(
 /// `INTERLOCK_INVALID_TOKEN`, as for any token that is not current (wrong, already
 /// released, or for another resource). `INTERLOCK_INVALID_ARGUMENT` if `token` is not a
 /// UUID string.
+///
+/// A lease that this library handed out is released without waiting for the engine; any
+/// call made after this returns, from any thread, still finds the lock free.
 #[no_mangle]
 pub unsafe extern "C" fn interlock_release(
     engine: *const interlock_engine,

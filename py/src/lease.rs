@@ -80,8 +80,9 @@ impl Lease {
     }
 
     /// Releases the lease. Releasing twice is harmless; a lost lease raises `LockLost`.
-    fn release(&self, py: Python<'_>) -> PyResult<()> {
-        unlocked(py, || self.inner.release())
+    /// Never waits (see `Lease::release`), so the GIL is kept.
+    pub(crate) fn release(&self) -> PyResult<()> {
+        self.inner.release().map_err(crate::errors::to_py)
     }
 
     fn __repr__(&self) -> String {

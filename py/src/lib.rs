@@ -1,6 +1,7 @@
 //! `interlock._interlock`: the compiled half of the Python package. It translates
-//! arguments, results and errors and holds no lock logic of its own; context managers and
-//! asyncio glue live in the pure-Python half (`interlock/_helpers.py`).
+//! arguments, results and errors and holds no lock logic of its own. The `with` block is
+//! native (`locked.rs`) for speed; the asyncio glue lives in the pure-Python half
+//! (`interlock/_helpers.py`).
 //!
 //! Threads: every call that waits on the engine releases the GIL. Python callbacks run on
 //! the engine's dispatcher thread and asyncio wake-ups on a relay thread, never on the
@@ -12,6 +13,7 @@ mod engine;
 mod errors;
 mod events;
 mod lease;
+mod locked;
 mod session;
 mod ticket;
 
@@ -71,9 +73,11 @@ fn _interlock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<session::Session>()?;
     m.add_class::<lease::Lease>()?;
+    m.add_class::<locked::Locked>()?;
     m.add_class::<ticket::Ticket>()?;
     m.add_class::<events::Event>()?;
     m.add_class::<events::Subscription>()?;
     m.add_function(wrap_pyfunction!(engine::close_all, m)?)?;
+    m.add_function(wrap_pyfunction!(locked::leave, m)?)?;
     Ok(())
 }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use interlock::{AcquireOptions, Mode};
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::convert::{bounded, callable, json_to_py, ttl_secs, wait_secs};
 use crate::errors::to_py;
 use crate::lease::{self, Lease, LostHook};
+use crate::locked::Locked;
 use crate::ticket::{self, Ticket};
 use crate::{helper, unlocked, Unattached};
 
@@ -257,8 +259,12 @@ impl Session {
         slf: &Bound<'py, Self>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::sugar(slf, "Locked", "acquire", args, kwargs)
+    ) -> PyResult<Locked> {
+        Ok(Locked::new(
+            slf.getattr(intern!(slf.py(), "acquire"))?,
+            args,
+            kwargs,
+        ))
     }
 
     /// `with session.lock_many(resources, ...) as leases:` (the arguments of `acquire_many`).
@@ -267,8 +273,12 @@ impl Session {
         slf: &Bound<'py, Self>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::sugar(slf, "Locked", "acquire_many", args, kwargs)
+    ) -> PyResult<Locked> {
+        Ok(Locked::new(
+            slf.getattr(intern!(slf.py(), "acquire_many"))?,
+            args,
+            kwargs,
+        ))
     }
 
     /// `await session.acquire_async(resource, ...)` (the arguments of `acquire`).

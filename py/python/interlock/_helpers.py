@@ -1,6 +1,6 @@
-"""The pure-Python half of the package: the context managers and the asyncio glue that
-the compiled module's methods hand out (``Session.lock``, ``Session.lock_async``,
-``await ticket``, ``async for event in subscription``).
+"""The pure-Python half of the package: the asyncio glue that the compiled module's
+methods hand out (``Session.lock_async``, ``await ticket``, ``async for event in
+subscription``).
 
 Asyncio waits take their outcome on the event loop's own thread only: the engine merely
 wakes the loop, so a task cancelled while it waits has received nothing, and withdrawing
@@ -14,7 +14,7 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from ._interlock import EngineClosed, Error
+from ._interlock import EngineClosed, Error, _leave
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -25,22 +25,9 @@ T = TypeVar("T")
 Held = Union["Lease", "list[Lease]"]
 
 
-def _leave(held: Held, propagating: bool) -> None:
-    """Releases what a block held. A lease lost inside the block raises ``LockLost``
-    (the first such error is raised once every lease is released) -- unless another
-    exception is already on its way, which is then left alone."""
-    failure: Optional[Error] = None
-    for lease in held if isinstance(held, list) else [held]:
-        try:
-            lease.release()
-        except Error as e:
-            failure = failure or e
-    if failure is not None and not propagating:
-        raise failure
-
-
-class _Block:
-    """A lock block: the call that takes the lock, made on entry, and what it returned."""
+class AsyncLocked:
+    """``async with session.lock_async(...) as lease:`` (the start is ``enqueue``). The
+    blocking ``with session.lock(...)`` is native (``Locked``), as is ``_leave``."""
 
     __slots__ = ("_start", "_held")
 
@@ -49,30 +36,6 @@ class _Block:
     ) -> None:
         self._start: Callable[[], Any] = functools.partial(start, *args, **(kwargs or {}))
         self._held: Held
-
-
-class Locked(_Block):
-    """``with session.lock(...) as lease:`` and ``with session.lock_many(...) as leases:``."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> Held:
-        self._held = self._start()
-        return self._held
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        _leave(self._held, exc_type is not None)
-
-
-class AsyncLocked(_Block):
-    """``async with session.lock_async(...) as lease:`` (the start is ``enqueue``)."""
-
-    __slots__ = ()
 
     async def __aenter__(self) -> Held:
         self._held = await self._start()

@@ -1,7 +1,7 @@
 """The compiled half of ``interlock`` (re-exported by the package)."""
 
 from collections.abc import Callable, Generator, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Coroutine, Generic, Literal, Optional, TypeVar, Union, final, overload
 
@@ -21,10 +21,12 @@ __all__ = [
     "Engine",
     "Session",
     "Lease",
+    "Locked",
     "Ticket",
     "Event",
     "Subscription",
     "_close_all",
+    "_leave",
 ]
 
 _Mode = Literal["exclusive", "shared", "observer"]
@@ -201,7 +203,7 @@ class Session:
         reason: Optional[str] = None,
         break_stale: bool = False,
         on_lost: Optional[_OnLost] = None,
-    ) -> AbstractContextManager[Lease]:
+    ) -> Locked[Lease]:
         """`with session.lock(...) as lease:` released on every way out; raises `LockLost`
         on leaving if the lease was lost inside (unless another exception is on its way)."""
     def lock_many(
@@ -215,7 +217,7 @@ class Session:
         reason: Optional[str] = None,
         break_stale: bool = False,
         on_lost: Optional[_OnLost] = None,
-    ) -> AbstractContextManager[list[Lease]]:
+    ) -> Locked[list[Lease]]:
         """`with session.lock_many([...]) as leases:`, as `lock`."""
     def acquire_async(
         self,
@@ -279,6 +281,18 @@ class Lease:
         """Extends the lease by `ttl` seconds (its own TTL if `None`); returns the new expiry."""
     def release(self) -> None:
         """Releases the lease; twice is harmless; a lost lease raises `LockLost`."""
+
+@final
+class Locked(Generic[_Granted]):
+    """What `Session.lock` and `lock_many` return: acquires on entry, releases on exit."""
+
+    def __enter__(self) -> _Granted: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
 
 @final
 class Ticket(Generic[_Granted]):
@@ -351,3 +365,5 @@ class Subscription:
     ) -> None: ...
 
 def _close_all() -> None: ...
+def _leave(held: Union[Lease, list[Lease]], propagating: bool) -> None:
+    """Releases what a lock block held; see `Locked`."""

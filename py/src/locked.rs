@@ -1,0 +1,78 @@
+//! `with session.lock(...)`: the block's context manager, native so that entering and
+//! leaving a block cost no more than the acquire and release they make.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::lease::Lease;
+
+/// ``with session.lock(...) as lease:`` and ``with session.lock_many(...) as leases:``:
+/// the acquire, made on entry, and what it returned.
+#[pyclass(module = "interlock")]
+pub(crate) struct Locked {
+    start: Py<PyAny>,
+    args: Py<PyTuple>,
+    kwargs: Option<Py<PyDict>>,
+    held: Option<Py<PyAny>>,
+}
+
+impl Locked {
+    /// A block that calls `start(*args, **kwargs)` on entry.
+    pub(crate) fn new(
+        start: Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Self {
+        Locked {
+            start: start.unbind(),
+            args: args.clone().unbind(),
+            kwargs: kwargs.map(|k| k.clone().unbind()),
+            held: None,
+        }
+    }
+}
+
+#[pymethods]
+impl Locked {
+    fn __enter__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let kwargs = self.kwargs.as_ref().map(|k| k.bind(py));
+        let held = self.start.call(py, self.args.bind(py), kwargs)?;
+        self.held = Some(held.clone_ref(py));
+        Ok(held)
+    }
+
+    fn __exit__(
+        &mut self,
+        py: Python<'_>,
+        exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        match self.held.take() {
+            Some(held) => leave(held.bind(py), !exc_type.is_none()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Releases what a block held (a lease or a list of them). A lease lost inside the block
+/// raises `LockLost` (the first such error, once every lease is released) -- unless
+/// another exception is already on its way, which is then left alone.
+#[pyfunction]
+#[pyo3(name = "_leave")]
+pub(crate) fn leave(held: &Bound<'_, PyAny>, propagating: bool) -> PyResult<()> {
+    let leases: Vec<Bound<'_, Lease>> = match held.cast::<Lease>() {
+        Ok(lease) => vec![lease.clone()],
+        Err(_) => held.extract()?,
+    };
+    let mut failure = None;
+    for lease in &leases {
+        if let Err(e) = lease.get().release() {
+            failure.get_or_insert(e);
+        }
+    }
+    match failure {
+        Some(e) if !propagating => Err(e),
+        _ => Ok(()),
+    }
+}
