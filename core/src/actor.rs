@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::reply;
-use crate::state::{AcquireRequest, Command, Effects, Grant, Reply, State, WaitId};
+use crate::state::{AcquireRequest, Command, Effects, Grants, Reply, State, WaitId};
 use crate::subscription::SubQueue;
 use crate::types::{Event, EventKind, LeaseCell, LeaseState, LostReason, SessionId};
 
@@ -43,7 +43,7 @@ const EVENTS_KEPT: usize = 1024;
 /// Messages handled before held-back wake-ups go out even if more are queued.
 const WAKE_BATCH: u32 = 64;
 
-pub(crate) type GrantResult = Result<Vec<Grant>>;
+pub(crate) type GrantResult = Result<Grants>;
 
 pub(crate) enum Msg {
     Call {

@@ -357,7 +357,7 @@ impl Handle {
         ack: bool,
     ) -> Result<(Ticket, Option<Ack>)> {
         let wait = self.inner.next_wait.fetch_add(1, Ordering::Relaxed);
-        let resources: Vec<String> = resources.iter().map(|r| (*r).to_owned()).collect();
+        let resources: Arc<[String]> = resources.iter().map(|r| (*r).to_owned()).collect();
         let req = AcquireRequest {
             wait,
             session,
@@ -500,7 +500,7 @@ enum TicketState {
 pub struct Ticket {
     handle: Handle,
     wait: WaitId,
-    resources: Vec<String>,
+    resources: Arc<[String]>,
     rx: reply::Receiver<GrantResult>,
     state: Mutex<TicketState>,
 }
@@ -715,7 +715,7 @@ impl Lease {
         match self.grant.cell.leave_held(LeaseState::Released) {
             LeaseState::Held => self.handle.send(Msg::Call {
                 cmd: Command::Release {
-                    resource: self.resource().into(),
+                    resource: self.grant.resource.clone(),
                     token: self.token(),
                 },
                 reply: None,

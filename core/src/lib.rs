@@ -36,7 +36,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use handle::{AcquireOptions, Handle, Lease, Session, Ticket};
 pub use state::{
-    AcquireRequest, Command, Config, Effects, Grant, Reply, SessionSpec, State, WaitId,
+    AcquireRequest, Command, Config, Effects, Grant, Grants, Reply, SessionSpec, State, WaitId,
 };
 pub use subscription::{EventCallback, Subscription};
 pub use types::*;

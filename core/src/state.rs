@@ -69,7 +69,8 @@ pub struct SessionSpec {
 pub struct AcquireRequest {
     pub wait: WaitId,
     pub session: SessionId,
-    pub resources: Vec<String>,
+    /// Shared with the caller's ticket, which names them in errors and cancels.
+    pub resources: Arc<[String]>,
     pub mode: Mode,
     /// `None` waits forever, zero tries once without queueing.
     pub timeout: Option<Duration>,
@@ -94,11 +95,13 @@ pub enum Command {
     /// releases what it was granted (its caller is gone and never saw the grant).
     Cancel {
         wait: WaitId,
-        resources: Vec<String>,
+        resources: Arc<[String]>,
     },
     Position(WaitId),
     Release {
-        resource: String,
+        /// A `Lease` passes back the name its grant came with: no copy, and the engine
+        /// finds the record by address.
+        resource: Arc<str>,
         token: Token,
     },
     Renew {
@@ -152,13 +155,17 @@ pub struct Grant {
     pub cell: LeaseCell,
 }
 
+/// The leases of one grant: inline for the common request of one resource, so that a
+/// grant crosses to its caller without an allocation.
+pub type Grants = SmallVec<[Grant; 1]>;
+
 /// The answer to a command.
 #[derive(Debug, Clone)]
 pub enum Reply {
     Unit,
     Session(SessionInfo),
     Count(usize),
-    Granted(Vec<Grant>),
+    Granted(Grants),
     /// The request waits; its outcome comes later as a completion.
     Queued {
         position: u64,
@@ -183,7 +190,7 @@ pub enum Reply {
 pub struct Effects {
     pub events: Vec<Arc<Event>>,
     /// Outcomes of earlier queued requests (granted, timed out, failed).
-    pub completions: Vec<(WaitId, Result<Vec<Grant>>)>,
+    pub completions: Vec<(WaitId, Result<Grants>)>,
 }
 
 #[derive(Debug)]
@@ -931,7 +938,7 @@ impl State {
             .sessions
             .get(&req.session)
             .ok_or_else(|| self.missing_session(req.session))?;
-        for r in &req.resources {
+        for r in req.resources.iter() {
             let busy = s.leases.contains(r.as_str())
                 || s.waits
                     .iter()
@@ -1069,8 +1076,8 @@ impl State {
         })
     }
 
-    fn grant(&mut self, now: Duration, id: WaitId, w: WaitRec, fx: &mut Effects) -> Vec<Grant> {
-        let mut grants = Vec::with_capacity(w.resources.len());
+    fn grant(&mut self, now: Duration, id: WaitId, w: WaitRec, fx: &mut Effects) -> Grants {
+        let mut grants = Grants::with_capacity(w.resources.len());
         for r in &w.resources {
             let revoke: Vec<(u64, LostReason)> = self.resources.get(r).map_or(Vec::new(), |rec| {
                 rec.holders
@@ -1638,7 +1645,7 @@ impl AcquireRequest {
         AcquireRequest {
             wait,
             session,
-            resources,
+            resources: resources.into(),
             mode: Mode::Exclusive,
             timeout: None,
             ttl: None,

@@ -180,13 +180,16 @@ impl Model {
                 if let Some((wait, resources)) =
                     self.waits.get(i % self.waits.len().max(1)).cloned()
                 {
-                    let _ = self.apply(Command::Cancel { wait, resources });
+                    let _ = self.apply(Command::Cancel {
+                        wait,
+                        resources: resources.into(),
+                    });
                 }
             }
             Op::Release(i) => {
                 if let Some(g) = self.grants.get(i % self.grants.len().max(1)).cloned() {
                     let r = self.apply(Command::Release {
-                        resource: g.resource.to_string(),
+                        resource: g.resource.as_ref().into(),
                         token: g.token,
                     });
                     let after = g.cell.get();

@@ -111,7 +111,7 @@ impl Bench {
 
     fn release(&mut self, g: &Grant) -> Effects {
         let (r, fx) = self.run(Command::Release {
-            resource: g.resource.to_string(),
+            resource: g.resource.as_ref().into(),
             token: g.token,
         });
         r.expect("release succeeds");
@@ -130,7 +130,7 @@ impl Bench {
     }
 }
 
-fn granted(fx: &Effects, wait: WaitId) -> Vec<Grant> {
+fn granted(fx: &Effects, wait: WaitId) -> Grants {
     fx.completions
         .iter()
         .find(|(w, _)| *w == wait)
@@ -617,7 +617,7 @@ fn cancelling_removes_the_entry_and_lets_the_next_one_through() {
     let ws = b.queue(u, &["a"], |r| r.mode = Mode::Shared);
     let (_, fx) = b.run(Command::Cancel {
         wait: we,
-        resources: vec!["a".into()],
+        resources: vec!["a".into()].into(),
     });
     assert_eq!(failed(&fx, we), ErrorKind::Cancelled);
     granted(&fx, ws);
@@ -635,7 +635,7 @@ fn cancelling_a_grant_its_caller_never_saw_releases_it() {
     let lost = granted(&fx, w);
     let (_, fx) = b.run(Command::Cancel {
         wait: w,
-        resources: vec!["a".into()],
+        resources: vec!["a".into()].into(),
     });
     assert_eq!(kinds(&fx), [EventKind::Released]);
     assert_eq!(lost[0].cell.get(), LeaseState::Released);
@@ -1005,9 +1005,9 @@ fn bad_acquire_input_is_refused_and_changes_nothing() {
     let long = "r".repeat(MAX_RESOURCE_LEN + 1);
     type Edit = Box<dyn Fn(&mut AcquireRequest)>;
     let cases: Vec<Edit> = vec![
-        Box::new(|r| r.resources = vec!["".into()]),
-        Box::new(|r| r.resources = vec!["a\0b".into()]),
-        Box::new(move |r| r.resources = vec![long.clone()]),
+        Box::new(|r| r.resources = vec!["".into()].into()),
+        Box::new(|r| r.resources = vec!["a\0b".into()].into()),
+        Box::new(move |r| r.resources = vec![long.clone()].into()),
         Box::new(|r| r.ttl = Some(Duration::ZERO)),
         Box::new(|r| r.reason = Some("bad\0reason".into())),
     ];

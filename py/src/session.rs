@@ -87,15 +87,11 @@ impl Session {
     fn acquire_all(
         &self,
         py: Python<'_>,
-        resources: &[String],
+        names: &[&str],
         request: Request,
     ) -> PyResult<Vec<Py<Lease>>> {
-        let names: Vec<&str> = resources.iter().map(String::as_str).collect();
         // Sending never blocks (the channel is unbounded): only the wait releases the GIL.
-        let pending = self
-            .inner
-            .request(&names, &request.options)
-            .map_err(to_py)?;
+        let pending = self.inner.request(names, &request.options).map_err(to_py)?;
         let granted = ticket::wait(py, &pending, None)?.map_err(to_py)?;
         lease::wrap(py, granted, &self.name, request.hook.as_deref())
     }
@@ -172,7 +168,7 @@ impl Session {
             break_stale,
             on_lost,
         )?;
-        let mut leases = self.acquire_all(py, &[resource], request)?;
+        let mut leases = self.acquire_all(py, &[&resource], request)?;
         leases
             .pop()
             .ok_or_else(|| to_py(interlock::Error::Internal("a grant without a lease".into())))
@@ -208,7 +204,8 @@ impl Session {
             break_stale,
             on_lost,
         )?;
-        self.acquire_all(py, &resources, request)
+        let names: Vec<&str> = resources.iter().map(String::as_str).collect();
+        self.acquire_all(py, &names, request)
     }
 
     /// Queues an acquire without waiting for it; errors that are known at once (bad
