@@ -205,9 +205,22 @@ impl Actor {
     fn complete(&mut self, completions: Vec<(WaitId, GrantResult)>) {
         let mut pending: VecDeque<_> = completions.into();
         while let Some((id, outcome)) = pending.pop_front() {
-            if let Some(w) = self.waiters.remove(&id) {
-                pending.extend(self.deliver(id, w, outcome));
-            }
+            pending.extend(self.complete_one(id, outcome));
+        }
+    }
+
+    /// [`Actor::complete`] of one outcome, without allocating a list for it.
+    fn settle_now(&mut self, id: WaitId, outcome: GrantResult) {
+        let undone = self.complete_one(id, outcome);
+        self.complete(undone);
+    }
+
+    /// Delivers one outcome to its waiter, if it still has one; returns the outcomes of
+    /// the undo this caused, if any.
+    fn complete_one(&mut self, id: WaitId, outcome: GrantResult) -> Vec<(WaitId, GrantResult)> {
+        match self.waiters.remove(&id) {
+            Some(w) => self.deliver(id, w, outcome),
+            None => Vec::new(),
         }
     }
 
@@ -231,7 +244,7 @@ impl Actor {
                 let outcome = match self.apply(Command::Acquire(req)) {
                     Ok(Reply::Queued { position }) => Ok(Some(position)),
                     Ok(Reply::Granted(grants)) => {
-                        self.complete(vec![(wait, Ok(grants))]);
+                        self.settle_now(wait, Ok(grants));
                         Ok(None)
                     }
                     Ok(r) => Err(Error::Internal(format!("acquire answered {r:?}"))),
@@ -244,7 +257,7 @@ impl Actor {
                         }
                         let _ = ack.send(outcome);
                     }
-                    (None, Err(e)) => self.complete(vec![(wait, Err(e))]),
+                    (None, Err(e)) => self.settle_now(wait, Err(e)),
                     (None, Ok(_)) => {}
                 }
             }

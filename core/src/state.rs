@@ -643,26 +643,33 @@ impl State {
         }
     }
 
-    fn emit(&mut self, mut ev: Event, fx: &mut Effects) {
-        ev.seq = self.next_seq;
-        self.next_seq += 1;
-        let ev = Arc::new(ev);
+    /// Numbers an event, keeps it in the history of its resource and its session, and
+    /// publishes it.
+    fn emit(&mut self, ev: Event, fx: &mut Effects) {
         let limit = self.cfg.history_limit;
+        let (mut resource, mut session) = (None, None);
         if limit > 0 {
             if let Some(r) = &ev.resource {
-                let rec = self.resources.get_or_insert_with(r, || ResourceRec::new(r));
-                rec.history.push(ev.clone(), limit);
+                resource = Some(
+                    &mut self
+                        .resources
+                        .get_or_insert_with(r, || ResourceRec::new(r))
+                        .history,
+                );
             }
             if let Some(s) = ev.session_id() {
-                let ring = match self.sessions.get_mut(&s) {
+                session = match self.sessions.get_mut(&s) {
                     Some(rec) => Some(&mut rec.history),
                     None => self.ended_history.get_mut(&s),
                 };
-                if let Some(ring) = ring {
-                    ring.push(ev.clone(), limit);
-                }
             }
         }
+        let ev = numbered(&mut self.next_seq, limit, [resource, session], ev);
+        self.publish(ev, fx);
+    }
+
+    /// Puts a numbered event in the global ring and the command's effects.
+    fn publish(&mut self, ev: Arc<Event>, fx: &mut Effects) {
         if let Some(old) = self.global.push(ev.clone(), self.cfg.global_history) {
             self.forget_history_of(&old);
         }
@@ -1132,14 +1139,14 @@ impl State {
                 cell: holder.cell(),
             });
             let limit = self.cfg.history_limit;
+            let blank = self.blank(now, EventKind::Acquired);
+            // The record and the session are looked up once, for the lease and its event.
             let rec = self.resources.get_or_insert_with(r, || ResourceRec::new(r));
             rec.queue.remove(&w.key());
             rec.holders.push(holder);
             let settle = rec.needs_settling(limit);
-            if let Some(at) = expires.get() {
-                self.push_deadline(at, Due::Lease(r.clone(), fence));
-            }
-            if let Some(s) = self.sessions.get_mut(&w.session) {
+            let mut session = self.sessions.get_mut(&w.session);
+            if let Some(s) = session.as_deref_mut() {
                 s.leases.insert(r.clone());
                 s.waits.remove(&id);
             }
@@ -1149,9 +1156,15 @@ impl State {
                 number: NonZeroU64::new(fence),
                 priority: Some(w.priority),
                 reason: w.reason.clone(),
-                ..self.session_event(now, EventKind::Acquired, w.session)
+                session: session.as_ref().map(|s| s.tag.clone()),
+                ..blank
             };
-            self.emit(ev, fx);
+            let rings = [Some(&mut rec.history), session.map(|s| &mut s.history)];
+            let ev = numbered(&mut self.next_seq, limit, rings, ev);
+            if let Some(at) = expires.get() {
+                self.push_deadline(at, Due::Lease(r.clone(), fence));
+            }
+            self.publish(ev, fx);
             if settle {
                 self.dirty.push(r.clone());
             }
@@ -1321,6 +1334,8 @@ impl State {
         fx: &mut Effects,
     ) {
         let limit = self.cfg.history_limit;
+        let blank = self.blank(now, EventKind::Released);
+        // The record and the session are looked up once, for the lease and its event.
         let Some(rec) = self.resources.get_mut(resource) else {
             return;
         };
@@ -1342,18 +1357,23 @@ impl State {
             (_, End::Lost(LostReason::ForceReleased)) => (EventKind::ForceReleased, reason),
             (_, End::Lost(_)) => (EventKind::Expired, reason),
         };
+        let mut session = self.sessions.get_mut(&h.session);
+        if let Some(s) = session.as_deref_mut() {
+            s.leases.remove(resource);
+        }
         let ev = Event {
+            kind,
             resource: Some(resource.clone()),
             mode: Some(h.mode),
             number: NonZeroU64::new(h.fence),
             priority: Some(h.priority),
             reason,
-            ..self.session_event(now, kind, h.session)
+            session: session.as_ref().map(|s| s.tag.clone()),
+            ..blank
         };
-        if let Some(s) = self.sessions.get_mut(&h.session) {
-            s.leases.remove(resource);
-        }
-        self.emit(ev, fx);
+        let rings = [Some(&mut rec.history), session.map(|s| &mut s.history)];
+        let ev = numbered(&mut self.next_seq, limit, rings, ev);
+        self.publish(ev, fx);
         if settle {
             self.dirty.push(resource.clone());
         }
@@ -1372,10 +1392,12 @@ impl State {
 
     /// The resource's own name and the holder with `token`.
     fn find_token(&self, resource: &str, token: Token) -> Result<(Arc<str>, &Holder)> {
-        validate_resource(resource)?;
-        self.resources
-            .get(resource)
-            .and_then(|r| Some((r.name.clone(), r.holders.iter().find(|h| h.token == token)?)))
+        // A name with a record was valid when it was made: only a miss needs the check.
+        let rec = self.resources.get(resource);
+        if rec.is_none() {
+            validate_resource(resource)?;
+        }
+        rec.and_then(|r| Some((r.name.clone(), r.holders.iter().find(|h| h.token == token)?)))
             .ok_or_else(|| Error::InvalidToken(resource.to_string()))
     }
 
@@ -1538,6 +1560,27 @@ impl State {
         names.sort();
         names.into_iter().map(|r| self.status(now, r)).collect()
     }
+}
+
+/// Gives `ev` the next sequence number and keeps it in the history rings given (none
+/// when no history is kept).
+fn numbered(
+    next_seq: &mut u64,
+    limit: usize,
+    rings: [Option<&mut Ring>; 2],
+    ev: Event,
+) -> Arc<Event> {
+    let ev = Arc::new(Event {
+        seq: *next_seq,
+        ..ev
+    });
+    *next_seq += 1;
+    if limit > 0 {
+        for ring in rings.into_iter().flatten() {
+            ring.push(ev.clone(), limit);
+        }
+    }
+    ev
 }
 
 /// A history ring: the newest `limit` events of one resource, one session or the engine,

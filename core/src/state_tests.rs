@@ -364,6 +364,14 @@ fn release_needs_the_current_token() {
         token: g.token,
     });
     assert_eq!(err(r), ErrorKind::InvalidToken);
+    for bad in ["", "a\0b"] {
+        let (r, fx) = b.run(Command::Release {
+            resource: bad.into(),
+            token: g.token,
+        });
+        assert_eq!(err(r), ErrorKind::InvalidArgument, "{bad:?}");
+        assert!(fx.events.is_empty());
+    }
     let fx = b.release(&g);
     assert_eq!(kinds(&fx), [EventKind::Released]);
     assert_eq!(g.cell.get(), LeaseState::Released);
