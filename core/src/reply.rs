@@ -223,6 +223,10 @@ impl<T> Receiver<T> {
         spin_until(timeout.map_or(SPIN, |t| t.min(SPIN)), || {
             self.0.state.load(SeqCst) != EMPTY
         });
+        // The usual case: the value came while spinning, and no lock is needed.
+        if let Some(r) = self.try_take() {
+            return r.map(Some);
+        }
         // A deadline beyond what `Instant` can hold is no deadline.
         let deadline = timeout.and_then(|t| start.checked_add(t));
         let mut sleep = lock(&self.0);
