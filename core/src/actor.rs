@@ -7,7 +7,7 @@
 //! sender, so the dispatcher finishes the callbacks already queued and returns too.
 //! `Handle::close` joins the actor first, then the dispatcher.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::reply;
 use crate::state::{AcquireRequest, Command, Effects, Grants, Reply, State, WaitId};
 use crate::subscription::SubQueue;
+use crate::table::{HashMap, HashSet};
 use crate::types::{Event, EventKind, LeaseCell, LeaseState, LostReason, SessionId};
 
 /// Told to an acquirer's `on_lost` callback, on the dispatcher thread.
@@ -108,9 +109,9 @@ impl Actor {
             state,
             clock,
             rx,
-            waiters: HashMap::new(),
+            waiters: HashMap::default(),
             subscribers: Vec::new(),
-            watched: HashMap::new(),
+            watched: HashMap::default(),
             jobs,
             unflushed: 0,
             events: Vec::new(),

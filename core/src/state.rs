@@ -5,18 +5,13 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::num::NonZeroU64;
-
-/// Hash tables keyed by names and ids that clients choose: foldhash is several times
-/// faster than SipHash and still seeded per table.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Duration;
 
 use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
-use crate::table::{Named, Table};
+use crate::table::{HashMap, HashSet, Named, Table};
 use crate::types::*;
 
 /// Identifies one acquire request, chosen by the caller and unique per engine.

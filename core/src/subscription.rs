@@ -2,12 +2,13 @@
 //! waits for it; a subscriber that falls behind loses events and is told how many by a
 //! `lagged` marker at the place where they are missing.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::table::HashSet;
 use crate::types::Event;
 
 /// A function the dispatcher thread calls with each event of a callback subscription.
