@@ -421,7 +421,7 @@ interlock_status interlock_session_close(const struct interlock_engine *engine,
  * UUID string.
  *
  * A lease that this library handed out is released without waiting for the engine; any
- * call made after this returns, from any thread, still finds the lock free.
+ * call made after this returns, from any thread, still sees the lease gone.
  */
 interlock_status interlock_release(const struct interlock_engine *engine,
                                    const char *resource,

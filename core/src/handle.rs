@@ -707,19 +707,25 @@ impl Lease {
 
     /// Releases the lease. Releasing twice is harmless; a lost lease gives `LockLost`.
     ///
-    /// Returns without waiting for the actor: the lease's cell turns released at once
-    /// (an expiry or preemption that the actor has not yet processed then counts as this
-    /// release), and the release goes into the engine's queue ahead of anything sent
-    /// after this returns, from any thread, so every later call sees the lock free.
+    /// Returns without waiting for the actor. The release goes into the engine's queue
+    /// first, so anything sent after this returns, or after another thread sees the lease
+    /// no longer valid, comes behind it. Then the lease's cell turns released: the moment
+    /// the release takes effect. An expiry or preemption that the actor processes after
+    /// that moment counts as this release; one it processed before makes this `LockLost`.
     pub fn release(&self) -> Result<()> {
+        if !self.precheck()? {
+            return Ok(());
+        }
+        self.handle.send(Msg::Call {
+            cmd: Command::Release {
+                resource: self.grant.resource.clone(),
+                token: self.token(),
+            },
+            reply: None,
+        })?;
         match self.grant.cell.leave_held(LeaseState::Released) {
-            LeaseState::Held => self.handle.send(Msg::Call {
-                cmd: Command::Release {
-                    resource: self.grant.resource.clone(),
-                    token: self.token(),
-                },
-                reply: None,
-            }),
+            // Released here, or already by the actor processing this release.
+            LeaseState::Held | LeaseState::Released => Ok(()),
             _ => self.precheck().map(drop),
         }
     }

@@ -560,14 +560,10 @@ impl State {
                             .and_then(|h| h.expires.get())
                     });
                     match expires {
-                        Some(at) if at <= now => self.end_lease(
-                            now,
-                            &resource,
-                            fence,
-                            End::Lost(LostReason::Expired),
-                            None,
-                            fx,
-                        ),
+                        Some(at) if at <= now => {
+                            let lost = End::Lost(LostReason::Expired);
+                            self.end_lease(now, &resource, fence, lost, None, fx);
+                        }
                         Some(at) => self.push_deadline(at, Due::Lease(resource, fence)),
                         None => {}
                     }
@@ -883,6 +879,7 @@ impl State {
             Ended::Closed => (End::Released, "session_closed"),
             Ended::Expired => (End::Lost(LostReason::SessionExpired), "session_expired"),
         };
+        let mut ended = 0;
         for r in &leases {
             let fence = self.resources.get(r).and_then(|rec| {
                 rec.holders
@@ -891,7 +888,7 @@ impl State {
                     .map(|h| h.fence)
             });
             if let Some(fence) = fence {
-                self.end_lease(now, r, fence, end, Some(reason.into()), fx);
+                ended += usize::from(self.end_lease(now, r, fence, end, Some(reason.into()), fx));
             }
         }
         let kind = match why {
@@ -912,7 +909,7 @@ impl State {
                 self.ended.remove(&old);
             }
         }
-        leases.len()
+        ended
     }
 
     // ----- acquiring --------------------------------------------------------------
@@ -1318,7 +1315,9 @@ impl State {
 
     // ----- leases -----------------------------------------------------------------
 
-    /// Ends the lease `fence` on `resource`, records the event and frees the queue.
+    /// Ends the lease `fence` on `resource`, records the event and frees the queue. False
+    /// if there was no such lease, or if its holder had released it first (see
+    /// `Lease::release`): then it counts as that release, not as one this call made.
     fn end_lease(
         &mut self,
         now: Duration,
@@ -1327,15 +1326,15 @@ impl State {
         end: End,
         reason: Option<Arc<str>>,
         fx: &mut Effects,
-    ) {
+    ) -> bool {
         let limit = self.cfg.history_limit;
         let blank = self.blank(now, EventKind::Released);
         // The record and the session are looked up once, for the lease and its event.
         let Some(rec) = self.resources.get_mut(resource) else {
-            return;
+            return false;
         };
         let Some(i) = rec.holders.iter().position(|h| h.fence == fence) else {
-            return;
+            return false;
         };
         let h = rec.holders.remove(i);
         let settle = rec.needs_settling(limit);
@@ -1345,7 +1344,8 @@ impl State {
         };
         // A holder that released first (its release still on its way here) released it:
         // that release has returned, so the lease was not lost.
-        let (kind, reason) = match (h.end(state), end) {
+        let before = h.end(state);
+        let (kind, reason) = match (before, end) {
             (LeaseState::Released, _) => (EventKind::Released, None),
             (_, End::Released) => (EventKind::Released, reason),
             (_, End::Lost(LostReason::Preempted)) => (EventKind::Preempted, reason),
@@ -1372,6 +1372,7 @@ impl State {
         if settle {
             self.dirty.push(resource.clone());
         }
+        before == LeaseState::Held
     }
 
     /// Forgets an idle resource that has no history to keep.
@@ -1464,17 +1465,12 @@ impl State {
         let r = rec.name.clone();
         let fences: Vec<u64> = rec.holders.iter().map(|h| h.fence).collect();
         let reason: Option<Arc<str>> = reason.map(Arc::from);
-        for &fence in &fences {
-            self.end_lease(
-                now,
-                &r,
-                fence,
-                End::Lost(LostReason::ForceReleased),
-                reason.clone(),
-                fx,
-            );
-        }
-        Ok(fences.len())
+        let lost = End::Lost(LostReason::ForceReleased);
+        let ended = fences
+            .into_iter()
+            .filter(|&fence| self.end_lease(now, &r, fence, lost, reason.clone(), fx))
+            .count();
+        Ok(ended)
     }
 
     fn check(&self, resource: &str, session: SessionId, action: Action) -> bool {

@@ -333,7 +333,7 @@ pub unsafe extern "C" fn interlock_session_close(
 /// UUID string.
 ///
 /// A lease that this library handed out is released without waiting for the engine; any
-/// call made after this returns, from any thread, still finds the lock free.
+/// call made after this returns, from any thread, still sees the lease gone.
 #[no_mangle]
 pub unsafe extern "C" fn interlock_release(
     engine: *const interlock_engine,

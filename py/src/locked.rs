@@ -1,8 +1,10 @@
 //! `with session.lock(...)`: the block's context manager, native so that entering and
 //! leaving a block cost no more than the acquire and release they make.
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::lease::Lease;
 
@@ -10,10 +12,26 @@ use crate::lease::Lease;
 /// the acquire, made on entry, and what it returned.
 #[pyclass(module = "interlock")]
 pub(crate) struct Locked {
-    start: Py<PyAny>,
+    /// `None` only once the garbage collector cleared the block.
+    start: Option<Start>,
+    held: Option<Py<PyAny>>,
+}
+
+/// The acquire a block makes, with its arguments.
+struct Start {
+    call: Py<PyAny>,
     args: Py<PyTuple>,
     kwargs: Option<Py<PyDict>>,
-    held: Option<Py<PyAny>>,
+}
+
+impl Start {
+    fn clone_ref(&self, py: Python<'_>) -> Start {
+        Start {
+            call: self.call.clone_ref(py),
+            args: self.args.clone_ref(py),
+            kwargs: self.kwargs.as_ref().map(|k| k.clone_ref(py)),
+        }
+    }
 }
 
 impl Locked {
@@ -24,9 +42,11 @@ impl Locked {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> Self {
         Locked {
-            start: start.unbind(),
-            args: args.clone().unbind(),
-            kwargs: kwargs.map(|k| k.clone().unbind()),
+            start: Some(Start {
+                call: start.unbind(),
+                args: args.clone().unbind(),
+                kwargs: kwargs.map(|k| k.clone().unbind()),
+            }),
             held: None,
         }
     }
@@ -34,10 +54,15 @@ impl Locked {
 
 #[pymethods]
 impl Locked {
-    fn __enter__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let kwargs = self.kwargs.as_ref().map(|k| k.bind(py));
-        let held = self.start.call(py, self.args.bind(py), kwargs)?;
-        self.held = Some(held.clone_ref(py));
+    fn __enter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        // No borrow of the block is kept while the acquire waits (without the GIL).
+        let Some(start) = slf.borrow().start.as_ref().map(|s| s.clone_ref(py)) else {
+            return Err(PyRuntimeError::new_err("lock block was cleared"));
+        };
+        let kwargs = start.kwargs.as_ref().map(|k| k.bind(py));
+        let held = start.call.call(py, start.args.bind(py), kwargs)?;
+        slf.borrow_mut().held = Some(held.clone_ref(py));
         Ok(held)
     }
 
@@ -52,6 +77,20 @@ impl Locked {
             Some(held) => leave(held.bind(py), !exc_type.is_none()),
             None => Ok(()),
         }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(start) = &self.start {
+            visit.call(&start.call)?;
+            visit.call(&start.args)?;
+            visit.call(&start.kwargs)?;
+        }
+        visit.call(&self.held)
+    }
+
+    fn __clear__(&mut self) {
+        self.start = None;
+        self.held = None;
     }
 }
 

@@ -3,10 +3,12 @@ the `with` blocks."""
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 import time
 import uuid
+import weakref
 
 import pytest
 from helpers import thread_name, wait_until
@@ -550,3 +552,52 @@ def test_lock_many_releases_the_rest_and_raises_lock_lost(eng: interlock.Engine)
             eng.force_release("motor1")
     assert leases[1].valid is False and leases[1].lost_reason is None
     assert eng.locks() == []
+
+
+def test_a_lock_block_in_a_reference_cycle_is_collected(eng: interlock.Engine) -> None:
+    class Marker:
+        pass
+
+    marker = Marker()
+    gone = weakref.ref(marker)
+    s = eng.session("a")
+    # The block holds its `on_lost` callback, which holds (by a default argument, not a
+    # cell that `del` would empty) a list that holds the block: a cycle.
+    box: list[object] = [marker]
+
+    def on_lost(lease: interlock.Lease, why: str, box: list[object] = box) -> None:
+        pass
+
+    block = s.lock("r", on_lost=on_lost)
+    box.append(block)
+    with block:
+        pass
+    eng.status("r")  # the engine has processed the release and dropped its callback
+    del block, marker, box, on_lost
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_lock_block_entered_again_while_its_acquire_waits_says_already_held(
+    eng: interlock.Engine,
+) -> None:
+    # Not a pattern to use, but the second entry gets the engine's answer, not an
+    # internal error: the block is not kept borrowed while its acquire waits.
+    holder = eng.session("holder").acquire("r")
+    block = eng.session("a").lock("r")
+    entered = threading.Event()
+
+    def first() -> None:
+        with block:
+            entered.set()
+
+    t = threading.Thread(target=first)
+    t.start()
+    wait_until(lambda: eng.status("r")["waiters"], "the first entry waits")
+    with pytest.raises(interlock.AlreadyHeld):
+        with block:
+            pass
+    holder.release()
+    t.join(5)
+    assert entered.is_set()
+    assert eng.status("r")["locked"] is False
