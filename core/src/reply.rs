@@ -17,6 +17,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+
 /// Polls of pure spinning before a spinner starts to yield its core.
 const SPIN_POLLS: u32 = 2048;
 
@@ -88,8 +90,8 @@ fn wake(w: Waker) {
 struct Sleep {
     /// Blocking receivers asleep on `cond`.
     parked: usize,
-    /// Async receivers, one waker per task.
-    wakers: Vec<Waker>,
+    /// Async receivers, one waker per task (inline for the usual one).
+    wakers: SmallVec<[Waker; 1]>,
 }
 
 pub(crate) struct Sender<T>(Option<Arc<Shared<T>>>);
