@@ -1342,8 +1342,8 @@ impl State {
             End::Released => LeaseState::Released,
             End::Lost(why) => LeaseState::Lost(why),
         };
-        // A holder that released first (its release still on its way here) released it:
-        // that release has returned, so the lease was not lost.
+        // A holder whose release is queued but not yet here marked the cell first: that
+        // release took effect then, so the lease was released, not lost.
         let before = h.end(state);
         let (kind, reason) = match (before, end) {
             (LeaseState::Released, _) => (EventKind::Released, None),
