@@ -5,8 +5,8 @@
 #
 # On the 2-core VMs we measure on, a process's two busy threads (caller and actor) run
 # either fast or about twice as slow for seconds at a time, depending on where the host
-# places the VM's cores. So the pair benchmarks run in three separate processes and
-# RESULTS.md gives all three medians.
+# places the VM's cores. So the pair benchmarks and the pipelined row run in three
+# separate processes and RESULTS.md gives all three.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,6 +29,10 @@ for run in 1 2 3; do
     cargo bench -p interlock --bench pairs -- --noplot
 done
 cargo bench -p interlock --bench load
+for run in 2 3; do
+    echo "## pipelined, process $run of 3"
+    cargo bench -p interlock --bench load -- pipelined
+done
 bash py/install-venv.sh filelock fasteners portalocker redis
 .venv/bin/python bench/python/bench.py
 for run in 2 3; do

@@ -44,6 +44,9 @@ const EVENTS_KEPT: usize = 1024;
 /// Messages handled before held-back wake-ups go out even if more are queued.
 const WAKE_BATCH: u32 = 64;
 
+/// Messages taken from the channel at once, so that loading their data overlaps.
+const INBOX: usize = 16;
+
 pub(crate) type GrantResult = Result<Grants>;
 
 pub(crate) enum Msg {
@@ -67,6 +70,24 @@ pub(crate) enum Msg {
     Close,
 }
 
+impl Msg {
+    /// Starts loading what the caller's thread wrote and the actor reads or writes
+    /// first: an acquire's resource names and its reply slot, a release's name.
+    fn prefetch(&self) {
+        match self {
+            Msg::Acquire { req, done, .. } => {
+                crate::prefetch::arc(&req.resources);
+                done.prefetch();
+            }
+            Msg::Call {
+                cmd: Command::Release { resource, .. },
+                ..
+            } => crate::prefetch::arc(resource),
+            _ => {}
+        }
+    }
+}
+
 pub(crate) enum Job {
     Lost(LostCallback, LostNotice),
     Drain(Arc<SubQueue>),
@@ -87,6 +108,10 @@ pub(crate) struct Actor {
     state: State,
     clock: Arc<dyn Clock>,
     rx: Receiver<Msg>,
+    /// Messages taken from `rx` whose data is being loaded, oldest first.
+    inbox: VecDeque<Msg>,
+    /// When the message being handled was taken: the time of its command.
+    now: Duration,
     waiters: HashMap<WaitId, Waiter>,
     subscribers: Vec<Arc<SubQueue>>,
     /// Leases with an `on_lost` callback, by fence.
@@ -109,6 +134,8 @@ impl Actor {
             state,
             clock,
             rx,
+            inbox: VecDeque::with_capacity(INBOX),
+            now: Duration::ZERO,
             waiters: HashMap::default(),
             subscribers: Vec::new(),
             watched: HashMap::default(),
@@ -131,9 +158,9 @@ impl Actor {
     }
 
     /// The next message, or a `Tick` when a deadline is due; `None` once every handle
-    /// is gone. After a message the actor polls for `IDLE_SPIN` before it parks, so a
-    /// caller that sends again soon is served without a thread wake-up (which costs
-    /// several microseconds, more than the work itself).
+    /// is gone. Sets `now` to the time the message was taken. After a message the actor
+    /// polls for `IDLE_SPIN` before it parks, so a caller that sends again soon is served
+    /// without a thread wake-up (which costs several microseconds, more than the work).
     fn next_message(&mut self) -> Option<Msg> {
         let tick = || Msg::Call {
             cmd: Command::Tick,
@@ -158,27 +185,58 @@ impl Actor {
         if let Some(m) = next {
             return m;
         }
-        let Some(at) = self.state.next_deadline() else {
-            return self.rx.recv().ok();
-        };
-        match at.checked_sub(self.clock.now()).filter(|d| !d.is_zero()) {
-            None => Some(tick()),
-            Some(wait) => match self.rx.recv_timeout(wait) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => Some(tick()),
-                Err(RecvTimeoutError::Disconnected) => None,
+        let msg = match self.state.next_deadline() {
+            None => self.rx.recv().ok(),
+            Some(at) => match at.checked_sub(self.clock.now()).filter(|d| !d.is_zero()) {
+                None => Some(tick()),
+                Some(wait) => match self.rx.recv_timeout(wait) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => Some(tick()),
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
             },
-        }
+        };
+        self.now = self.clock.now();
+        msg
     }
 
     /// A queued message (`Some(Some)`), the end of every handle (`Some(None)`), or
     /// nothing yet (`None`).
-    fn poll(&self) -> Option<Option<Msg>> {
-        match self.rx.try_recv() {
-            Ok(m) => Some(Some(m)),
-            Err(TryRecvError::Disconnected) => Some(None),
-            Err(TryRecvError::Empty) => None,
+    fn poll(&mut self) -> Option<Option<Msg>> {
+        if self.inbox.is_empty() && !self.take_batch() {
+            return Some(None);
         }
+        self.inbox.pop_front().map(Some)
+    }
+
+    /// Takes up to `INBOX` messages from the channel and starts loading the data of each,
+    /// so that the actor waits for the other threads' cache lines once per batch rather
+    /// than once per message. Reads the clock once for the batch: each of its commands
+    /// was sent before that time and is applied after it. False once every handle is gone.
+    fn take_batch(&mut self) -> bool {
+        let mut open = true;
+        while open && self.inbox.len() < INBOX {
+            match self.rx.try_recv() {
+                Ok(m) => {
+                    m.prefetch();
+                    self.inbox.push_back(m);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        if self.inbox.is_empty() {
+            return open;
+        }
+        self.now = self.clock.now();
+        // A name can be loaded once its `String` is: ask for it in a second pass.
+        for m in &self.inbox {
+            if let Msg::Acquire { req, .. } = m {
+                let name = req.resources.first().map_or("", String::as_str);
+                crate::prefetch::bytes(name.as_ptr(), name.len());
+            }
+        }
+        true
     }
 
     fn flush_wakes(&mut self) {
@@ -187,33 +245,37 @@ impl Actor {
     }
 
     fn apply(&mut self, cmd: Command) -> Result<Reply> {
+        let (reply, completions) = self.step(cmd);
+        self.complete(completions);
+        reply
+    }
+
+    /// Applies one command and publishes its events; returns its reply and the outcomes
+    /// of queued requests that it settled, for the caller to deliver.
+    fn step(&mut self, cmd: Command) -> (Result<Reply>, Vec<(WaitId, GrantResult)>) {
         // The events buffer is kept from one command to the next.
         let mut fx = Effects {
             events: std::mem::take(&mut self.events),
             completions: Vec::new(),
         };
-        let reply = self.state.apply_into(self.clock.now(), cmd, &mut fx);
+        let reply = self.state.apply_into(self.now, cmd, &mut fx);
         self.publish(&fx.events);
         fx.events.clear();
         // A burst (a session closing with many leases) does not pin its memory.
         fx.events.shrink_to(EVENTS_KEPT);
         self.events = fx.events;
-        self.complete(fx.completions);
-        reply
+        (reply, fx.completions)
     }
 
     /// Delivers the outcomes of queued requests, and of the undos they cause.
     fn complete(&mut self, completions: Vec<(WaitId, GrantResult)>) {
+        if completions.is_empty() {
+            return;
+        }
         let mut pending: VecDeque<_> = completions.into();
         while let Some((id, outcome)) = pending.pop_front() {
             pending.extend(self.complete_one(id, outcome));
         }
-    }
-
-    /// [`Actor::complete`] of one outcome, without allocating a list for it.
-    fn settle_now(&mut self, id: WaitId, outcome: GrantResult) {
-        let undone = self.complete_one(id, outcome);
-        self.complete(undone);
     }
 
     /// Delivers one outcome to its waiter, if it still has one; returns the outcomes of
@@ -240,26 +302,37 @@ impl Actor {
                 on_lost,
             } => {
                 let wait = req.wait;
-                // Registered before the command runs: its own settle may grant it.
-                self.waiters.insert(wait, Waiter { done, on_lost });
-                let outcome = match self.apply(Command::Acquire(req)) {
-                    Ok(Reply::Queued { position }) => Ok(Some(position)),
-                    Ok(Reply::Granted(grants)) => {
-                        self.settle_now(wait, Ok(grants));
-                        Ok(None)
-                    }
-                    Ok(r) => Err(Error::Internal(format!("acquire answered {r:?}"))),
-                    Err(e) => Err(e),
+                let waiter = Waiter { done, on_lost };
+                let (reply, completions) = self.step(Command::Acquire(req));
+                // What `enqueue` is told at once, and the outcome for the waiter now (none
+                // while it waits). Without an ack, a failure is the request's outcome.
+                let fail = |e| match ack {
+                    Some(_) => (Err(e), None),
+                    None => (Ok(None), Some(Err(e))),
                 };
-                match (ack, outcome) {
-                    (Some(ack), outcome) => {
-                        if outcome.is_err() {
-                            self.waiters.remove(&wait);
+                let (answer, outcome) = match reply {
+                    Ok(Reply::Queued { position }) => (Ok(Some(position)), None),
+                    Ok(Reply::Granted(grants)) => (Ok(None), Some(Ok(grants))),
+                    Ok(r) => fail(Error::Internal(format!("acquire answered {r:?}"))),
+                    Err(e) => fail(e),
+                };
+                match outcome {
+                    // A request that waits is registered before this command's outcomes
+                    // go out: the undo of one of them may grant it.
+                    None => {
+                        if answer.is_ok() {
+                            self.waiters.insert(wait, waiter);
                         }
-                        let _ = ack.send(outcome);
+                        self.complete(completions);
                     }
-                    (None, Err(e)) => self.settle_now(wait, Err(e)),
-                    (None, Ok(_)) => {}
+                    Some(outcome) => {
+                        self.complete(completions);
+                        let undone = self.deliver(wait, waiter, outcome);
+                        self.complete(undone);
+                    }
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(answer);
                 }
             }
             Msg::Subscribe {
@@ -330,7 +403,7 @@ impl Actor {
                 let resources = grants.iter().map(|g| g.resource.to_string()).collect();
                 let (_, fx) = self
                     .state
-                    .apply(self.clock.now(), Command::Cancel { wait, resources });
+                    .apply(self.now, Command::Cancel { wait, resources });
                 self.publish(&fx.events);
                 fx.completions
             }

@@ -25,6 +25,7 @@ mod actor;
 mod clock;
 mod error;
 mod handle;
+mod prefetch;
 mod reply;
 mod state;
 mod subscription;

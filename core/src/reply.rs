@@ -66,6 +66,13 @@ pub(crate) fn defer_wakes(on: bool) {
 /// Wakes every receiver held back by [`defer_wakes`], in order. One at a time: if a
 /// waker panics, the rest stay held for the next flush (the actor's `Drop` does one).
 pub(crate) fn flush_wakes() {
+    // A wake updates its task, which the task's own thread touched last: start loading
+    // every task of the batch before the first wake waits for one.
+    DEFERRED.with(|d| {
+        for w in d.borrow().iter().flatten() {
+            crate::prefetch::bytes(w.data(), 64);
+        }
+    });
     while let Some(w) = DEFERRED.with(|d| d.borrow_mut().as_mut().and_then(VecDeque::pop_front)) {
         w.wake();
     }
@@ -166,6 +173,13 @@ impl<T> Shared<T> {
 }
 
 impl<T> Sender<T> {
+    /// Starts loading the slot, which the receiver's thread made, before the send.
+    pub(crate) fn prefetch(&self) {
+        if let Some(shared) = &self.0 {
+            crate::prefetch::arc(shared);
+        }
+    }
+
     /// Delivers `value`, or hands it back if the receiver is gone.
     pub(crate) fn send(mut self, value: T) -> Result<(), T> {
         let Some(shared) = self.0.take() else {

@@ -1620,7 +1620,7 @@ impl Ring {
                 // the cache: start loading it now, so that dropping it later does not
                 // wait for memory.
                 if let Some(next) = q.front() {
-                    prefetch(next);
+                    crate::prefetch::arc(next);
                 }
                 old
             }
@@ -1644,23 +1644,6 @@ impl Ring {
     fn is_empty(&self) -> bool {
         matches!(self, Ring::Empty)
     }
-}
-
-/// Asks the CPU to start loading an `Arc`'s allocation (its two counts, then the value):
-/// a hint that reads nothing into the program and never faults.
-#[inline]
-fn prefetch<T>(p: &Arc<T>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = Arc::as_ptr(p).cast::<i8>().wrapping_sub(16);
-        for line in (0..16 + std::mem::size_of::<T>()).step_by(64) {
-            // SAFETY: a prefetch is only a hint, defined for any address, valid or not.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line)) }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 fn validate_reason(reason: &str) -> Result<()> {

@@ -418,6 +418,26 @@ fn a_manual_clock_drives_expiry_through_the_actor() {
     assert_eq!(lease.lost_reason(), Some(LostReason::Expired));
 }
 
+/// The actor reads the clock when it takes commands from its queue, whether it was
+/// still polling for them or had parked: a command is never timed before it was sent.
+#[test]
+fn a_command_is_timed_when_the_actor_takes_it() {
+    let clock = Arc::new(ManualClock::new(1000.0));
+    let eng = Handle::with_clock(Config::default(), clock.clone()).unwrap();
+    let s = eng.open_session(SessionSpec::named("s")).unwrap();
+    let opts = AcquireOptions {
+        ttl: Some(Duration::from_secs(10)),
+        ..Default::default()
+    };
+    for (i, pause) in [ms(0), ms(20), ms(0)].into_iter().enumerate() {
+        clock.advance(Duration::from_secs(1));
+        std::thread::sleep(pause);
+        let lease = s.acquire(&format!("r{i}"), &opts).unwrap();
+        assert_eq!(lease.expires_at(), Some(1011.0 + i as f64));
+    }
+    eng.close();
+}
+
 #[test]
 fn a_session_value_can_be_made_from_an_id() {
     let eng = engine();
