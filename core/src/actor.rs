@@ -304,33 +304,38 @@ impl Actor {
                 let wait = req.wait;
                 let waiter = Waiter { done, on_lost };
                 let (reply, completions) = self.step(Command::Acquire(req));
-                // What `enqueue` is told at once, and the outcome for the waiter now (none
-                // while it waits). Without an ack, a failure is the request's outcome.
-                let fail = |e| match ack {
-                    Some(_) => (Err(e), None),
-                    None => (Ok(None), Some(Err(e))),
-                };
-                let (answer, outcome) = match reply {
-                    Ok(Reply::Queued { position }) => (Ok(Some(position)), None),
-                    Ok(Reply::Granted(grants)) => (Ok(None), Some(Ok(grants))),
-                    Ok(r) => fail(Error::Internal(format!("acquire answered {r:?}"))),
-                    Err(e) => fail(e),
-                };
-                match outcome {
-                    // A request that waits is registered before this command's outcomes
-                    // go out: the undo of one of them may grant it.
-                    None => {
-                        if answer.is_ok() {
-                            self.waiters.insert(wait, waiter);
-                        }
+                // What `enqueue` is told at once. The grant goes straight to the waiter:
+                // routing it through a common path costs a copy of the grant.
+                let answer = match reply {
+                    Ok(Reply::Queued { position }) => {
+                        // Registered before this command's outcomes go out: the undo of
+                        // one of them may grant it.
+                        self.waiters.insert(wait, waiter);
                         self.complete(completions);
+                        Ok(Some(position))
                     }
-                    Some(outcome) => {
+                    Ok(Reply::Granted(grants)) => {
                         self.complete(completions);
-                        let undone = self.deliver(wait, waiter, outcome);
+                        let undone = self.deliver(wait, waiter, Ok(grants));
                         self.complete(undone);
+                        Ok(None)
                     }
-                }
+                    failed => {
+                        self.complete(completions);
+                        let e = match failed {
+                            Ok(r) => Error::Internal(format!("acquire answered {r:?}")),
+                            Err(e) => e,
+                        };
+                        match ack {
+                            Some(_) => Err(e),
+                            // Without an ack, the failure is the request's outcome.
+                            None => {
+                                let _ = waiter.done.send(Err(e));
+                                Ok(None)
+                            }
+                        }
+                    }
+                };
                 if let Some(ack) = ack {
                     let _ = ack.send(answer);
                 }
