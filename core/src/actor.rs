@@ -202,41 +202,38 @@ impl Actor {
 
     /// A queued message (`Some(Some)`), the end of every handle (`Some(None)`), or
     /// nothing yet (`None`).
+    ///
+    /// When the inbox is empty, takes the channel's first message and up to `INBOX - 1`
+    /// more behind it, and starts loading the data of each: the actor then waits for the
+    /// other threads' cache lines once per batch rather than once per message. Reads the
+    /// clock once for the batch: each of its commands was sent before that time and is
+    /// applied after it.
     fn poll(&mut self) -> Option<Option<Msg>> {
-        if self.inbox.is_empty() && !self.take_batch() {
-            return Some(None);
+        if let Some(m) = self.inbox.pop_front() {
+            return Some(Some(m));
         }
-        self.inbox.pop_front().map(Some)
-    }
-
-    /// Takes up to `INBOX` messages from the channel and starts loading the data of each,
-    /// so that the actor waits for the other threads' cache lines once per batch rather
-    /// than once per message. Reads the clock once for the batch: each of its commands
-    /// was sent before that time and is applied after it. False once every handle is gone.
-    fn take_batch(&mut self) -> bool {
-        let mut open = true;
-        while open && self.inbox.len() < INBOX {
-            match self.rx.try_recv() {
-                Ok(m) => {
-                    m.prefetch();
-                    self.inbox.push_back(m);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => open = false,
-            }
-        }
-        if self.inbox.is_empty() {
-            return open;
+        let first = match self.rx.try_recv() {
+            Ok(m) => m,
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => return Some(None),
+        };
+        first.prefetch();
+        // `is_empty` is two loads; a `try_recv` that finds nothing costs a fence, which a
+        // lone caller waiting for its reply would feel.
+        while self.inbox.len() < INBOX - 1 && !self.rx.is_empty() {
+            let Ok(m) = self.rx.try_recv() else { break };
+            m.prefetch();
+            self.inbox.push_back(m);
         }
         self.now = self.clock.now();
         // A name can be loaded once its `String` is: ask for it in a second pass.
-        for m in &self.inbox {
+        for m in std::iter::once(&first).chain(&self.inbox) {
             if let Msg::Acquire { req, .. } = m {
                 let name = req.resources.first().map_or("", String::as_str);
                 crate::prefetch::bytes(name.as_ptr(), name.len());
             }
         }
-        true
+        Some(Some(first))
     }
 
     fn flush_wakes(&mut self) {
