@@ -72,7 +72,8 @@ pub(crate) enum Msg {
 
 impl Msg {
     /// Starts loading what the caller's thread wrote and the actor reads or writes
-    /// first: an acquire's resource names and its reply slot, a release's name.
+    /// first: an acquire's list of names and its reply slot, a release's name. (The
+    /// bytes of an acquire's first name are asked for once its list is in, in `poll`.)
     fn prefetch(&self) {
         match self {
             Msg::Acquire { req, done, .. } => {
@@ -110,7 +111,7 @@ pub(crate) struct Actor {
     rx: Receiver<Msg>,
     /// Messages taken from `rx` whose data is being loaded, oldest first.
     inbox: VecDeque<Msg>,
-    /// When the message being handled was taken: the time of its command.
+    /// When the batch of the message being handled was taken: the time of its command.
     now: Duration,
     waiters: HashMap<WaitId, Waiter>,
     subscribers: Vec<Arc<SubQueue>>,
@@ -154,11 +155,12 @@ impl Actor {
                 Some(msg) => self.handle(msg),
             }
         }
+        self.now = self.clock.now();
         let _ = self.apply(Command::Close);
     }
 
     /// The next message, or a `Tick` when a deadline is due; `None` once every handle
-    /// is gone. Sets `now` to the time the message was taken. After a message the actor
+    /// is gone. A message comes with `now` set to the time its batch was taken. After a message the actor
     /// polls for `IDLE_SPIN` before it parks, so a caller that sends again soon is served
     /// without a thread wake-up (which costs several microseconds, more than the work).
     fn next_message(&mut self) -> Option<Msg> {
@@ -403,11 +405,7 @@ impl Actor {
             }
             Err(Ok(grants)) => {
                 let resources = grants.iter().map(|g| g.resource.to_string()).collect();
-                let (_, fx) = self
-                    .state
-                    .apply(self.now, Command::Cancel { wait, resources });
-                self.publish(&fx.events);
-                fx.completions
+                self.step(Command::Cancel { wait, resources }).1
             }
             Err(Err(_)) => Vec::new(),
         }
@@ -464,10 +462,12 @@ impl Actor {
     }
 }
 
-/// Subscriptions end when the actor does, also if it panicked; waiters still pending
-/// are told (their senders drop) and woken.
+/// Subscriptions end when the actor does, also if it panicked; waiters still pending,
+/// and callers whose messages were taken but not handled, are told (their senders drop)
+/// and woken.
 impl Drop for Actor {
     fn drop(&mut self) {
+        self.inbox.clear();
         self.waiters.clear();
         reply::defer_wakes(false);
         for sub in &self.subscribers {
