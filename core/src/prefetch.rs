@@ -28,7 +28,7 @@ pub(crate) fn bytes<T: ?Sized>(start: *const T, len: usize) {
         // slower (pipelined).
         let start = start.cast::<i8>();
         let write = x86::has_prefetchw();
-        for line in (0..len.max(1).min(MAX_LINES * LINE)).step_by(LINE) {
+        for line in (0..len.clamp(1, MAX_LINES * LINE)).step_by(LINE) {
             let p = start.wrapping_add(line);
             match write {
                 // SAFETY: this CPU has PREFETCHW (`has_prefetchw`); it reads and writes
