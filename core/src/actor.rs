@@ -160,9 +160,10 @@ impl Actor {
     }
 
     /// The next message, or a `Tick` when a deadline is due; `None` once every handle
-    /// is gone. A message comes with `now` set to the time its batch was taken. After a message the actor
-    /// polls for `IDLE_SPIN` before it parks, so a caller that sends again soon is served
-    /// without a thread wake-up (which costs several microseconds, more than the work).
+    /// is gone. A message comes with `now` set to the time its batch was taken. After a
+    /// message the actor polls for `IDLE_SPIN` before it parks, so a caller that sends
+    /// again soon is served without a thread wake-up (which costs several microseconds,
+    /// more than the work).
     fn next_message(&mut self) -> Option<Msg> {
         let tick = || Msg::Call {
             cmd: Command::Tick,
