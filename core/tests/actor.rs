@@ -21,6 +21,14 @@ fn exclusive(timeout: Option<Duration>) -> AcquireOptions {
     }
 }
 
+/// An engine on a manual clock that reads unix time 1000.0 until advanced, and a session.
+fn manual_clock_engine() -> (Arc<ManualClock>, Handle, Session) {
+    let clock = Arc::new(ManualClock::new(1000.0));
+    let eng = Handle::with_clock(Config::default(), clock.clone()).expect("engine starts");
+    let s = eng.open_session(SessionSpec::named("s")).expect("session");
+    (clock, eng, s)
+}
+
 /// Waits (up to 5 s) until `f` holds; for effects on other threads.
 fn eventually(what: &str, f: impl Fn() -> bool) {
     for _ in 0..500 {
@@ -398,9 +406,7 @@ fn close_fails_pending_waits_and_later_calls() {
 
 #[test]
 fn a_manual_clock_drives_expiry_through_the_actor() {
-    let clock = Arc::new(ManualClock::new(1000.0));
-    let eng = Handle::with_clock(Config::default(), clock.clone()).unwrap();
-    let s = eng.open_session(SessionSpec::named("s")).unwrap();
+    let (clock, eng, s) = manual_clock_engine();
     let lease = s
         .acquire(
             "a",
@@ -422,9 +428,7 @@ fn a_manual_clock_drives_expiry_through_the_actor() {
 /// still polling for them or had parked: a command is never timed before it was sent.
 #[test]
 fn a_command_is_timed_when_the_actor_takes_it() {
-    let clock = Arc::new(ManualClock::new(1000.0));
-    let eng = Handle::with_clock(Config::default(), clock.clone()).unwrap();
-    let s = eng.open_session(SessionSpec::named("s")).unwrap();
+    let (clock, eng, s) = manual_clock_engine();
     let opts = AcquireOptions {
         ttl: Some(Duration::from_secs(10)),
         ..Default::default()
@@ -442,9 +446,7 @@ fn a_command_is_timed_when_the_actor_takes_it() {
 /// taken after the batch: none is timed before it was sent.
 #[test]
 fn commands_sent_in_a_burst_are_never_timed_before_they_were_sent() {
-    let clock = Arc::new(ManualClock::new(1000.0));
-    let eng = Handle::with_clock(Config::default(), clock.clone()).unwrap();
-    let s = eng.open_session(SessionSpec::named("s")).unwrap();
+    let (clock, eng, s) = manual_clock_engine();
     let sent: Vec<(f64, interlock::Ticket)> = (0..500)
         .map(|i| {
             clock.advance(Duration::from_millis(1));
