@@ -1,5 +1,6 @@
-//! The engine under load: pipelined throughput, hand-off latency, a million held
-//! leases, and mass expiry beside an unrelated worker. Prints one table.
+//! The engine under load: pipelined throughput, hand-off latency, a crowd of shared
+//! waiters granted at once, a million held leases, and mass expiry beside an unrelated
+//! worker. Prints one table.
 //!
 //! `cargo bench -p interlock --bench load` runs the full sizes; without `--bench`
 //! (as under `cargo test --benches`) it runs a tiny smoke configuration.
@@ -14,6 +15,7 @@ struct Sizes {
     pipelined_tasks: usize,
     pipelined_pairs: usize,
     handoffs: usize,
+    shared_waiters: usize,
     sessions: usize,
     leases_per_session: usize,
     expiring: usize,
@@ -23,6 +25,7 @@ const FULL: Sizes = Sizes {
     pipelined_tasks: 256,
     pipelined_pairs: 2_000_000,
     handoffs: 20_000,
+    shared_waiters: 10_000,
     sessions: 10_000,
     leases_per_session: 100,
     expiring: 100_000,
@@ -32,6 +35,7 @@ const SMOKE: Sizes = Sizes {
     pipelined_tasks: 4,
     pipelined_pairs: 200,
     handoffs: 20,
+    shared_waiters: 20,
     sessions: 10,
     leases_per_session: 10,
     expiring: 100,
@@ -154,6 +158,62 @@ fn handoff(n: &Sizes) {
         "hand-off: release -> waiter holds, {} times: {}",
         n.handoffs,
         summary(lat)
+    );
+    eng.close();
+}
+
+/// One exclusive holder; ten thousand sessions queue a shared request each behind it. Its
+/// release grants them all at once: the time from the release until every waiter holds
+/// its lease.
+fn shared_waiters(n: &Sizes) {
+    let eng = engine(Config::default());
+    let holder = eng
+        .open_session(SessionSpec::named("holder"))
+        .expect("session");
+    let held = holder
+        .acquire("crowd", &AcquireOptions::default())
+        .expect("acquire");
+    let shared = AcquireOptions {
+        mode: Mode::Shared,
+        ..Default::default()
+    };
+    let queued = Instant::now();
+    let tickets: Vec<_> = (0..n.shared_waiters)
+        .map(|i| {
+            let s = eng
+                .open_session(SessionSpec::named(format!("observer-{i}")))
+                .expect("session");
+            // `enqueue` returns once the request waits in the queue.
+            s.enqueue(&["crowd"], &shared).expect("enqueue")
+        })
+        .collect();
+    let queueing = queued.elapsed();
+    assert_eq!(
+        tickets.last().map(|t| t.position().expect("position")),
+        Some(Some(n.shared_waiters as u64)),
+        "every waiter queued behind the holder"
+    );
+    let t0 = Instant::now();
+    held.release().expect("release");
+    let leases: Vec<_> = tickets
+        .iter()
+        .map(|t| t.wait(None).expect("granted"))
+        .collect();
+    let all_granted = t0.elapsed();
+    assert_eq!(leases.len(), n.shared_waiters);
+    let status = eng.status("crowd").expect("status");
+    assert_eq!(
+        status.holders.len(),
+        n.shared_waiters,
+        "all hold it at once"
+    );
+    println!(
+        "shared waiters: {} queued in {:.2} s; the holder's release -> all {} hold it: {:.2?} ({:.0} grants/s)",
+        n.shared_waiters,
+        queueing.as_secs_f64(),
+        n.shared_waiters,
+        all_granted,
+        n.shared_waiters as f64 / all_granted.as_secs_f64()
     );
     eng.close();
 }
@@ -302,9 +362,10 @@ fn main() {
         "interlock load bench ({})",
         if full { "full" } else { "smoke" }
     );
-    let sections: [Section; 4] = [
+    let sections: [Section; 5] = [
         ("pipelined", pipelined),
         ("handoff", handoff),
+        ("shared", shared_waiters),
         ("expiry", mass_expiry),
         ("scale", scale),
     ];

@@ -4,6 +4,7 @@
 //! `cargo bench -p interlock --bench pairs`; under `cargo test --benches` each runs once.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
@@ -45,8 +46,8 @@ fn pairs(c: &mut Criterion) {
         })
     });
     g.bench_function("state_apply_pair", |b| {
-        let mut st = State::new(Config::default(), 0.0);
-        let Ok(Reply::Session(info)) = st
+        let mut st = State::new(Config::default(), 0.0, [7; 32]);
+        let Ok(Reply::Opened { session, .. }) = st
             .apply(
                 Duration::ZERO,
                 Command::OpenSession(SessionSpec::named("s")),
@@ -55,15 +56,18 @@ fn pairs(c: &mut Criterion) {
         else {
             panic!("session")
         };
-        let mut wait = 0;
+        let resources: Arc<[String]> = Arc::from(["reactor-1".to_string()]);
         b.iter(|| {
-            wait += 1;
-            let req = AcquireRequest::new(wait, info.id, vec!["reactor-1".into()]);
+            let req = AcquireRequest {
+                session: session.id,
+                resources: resources.clone(),
+                options: AcquireOptions::default(),
+            };
             let Ok(Reply::Granted(g)) = st.apply(Duration::ZERO, Command::Acquire(req)).0 else {
                 panic!("grant")
             };
             let release = Command::Release {
-                resource: "reactor-1".into(),
+                resource: g[0].resource.clone(),
                 token: g[0].token,
             };
             st.apply(Duration::ZERO, release).0.expect("release")

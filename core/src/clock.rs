@@ -2,7 +2,7 @@
 //! for tests.
 
 use std::fmt::Debug;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A monotonic clock and the unix time at which it read zero.
@@ -67,5 +67,22 @@ impl Clock for ManualClock {
     }
     fn unix_base(&self) -> f64 {
         self.unix_base
+    }
+}
+
+/// A clock that reads `back` more than `inner`: its zero lies that much earlier, so that
+/// times restored from before the engine started are still positive durations.
+#[derive(Debug)]
+pub(crate) struct Since {
+    pub(crate) inner: Arc<dyn Clock>,
+    pub(crate) back: Duration,
+}
+
+impl Clock for Since {
+    fn now(&self) -> Duration {
+        self.inner.now() + self.back
+    }
+    fn unix_base(&self) -> f64 {
+        self.inner.unix_base() - self.back.as_secs_f64()
     }
 }

@@ -1,65 +1,28 @@
 //! The public face of an engine: [`Handle`] (cheap to clone, usable from any thread),
-//! [`Session`], [`Lease`] and [`Ticket`]. Every call is a message to the actor and a
-//! reply; blocking and async callers share the same path.
+//! [`Session`], [`Lease`] and [`Ticket`]. Every call goes through the handle's link (the
+//! actor in this process, or a server); blocking and async callers share the same path.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
-use crate::actor::{self, Actor, GrantResult, LostCallback, Msg};
+use crate::cell::LeaseCell;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::fork::Birth;
+use crate::link::local::LocalLink;
+use crate::link::{Held, Link, Outcome};
+use crate::protocol::{AcquireOptions, AcquireRequest, Command, Grant, Reply, SessionSpec};
 use crate::reply;
-use crate::state::{AcquireRequest, Command, Config, Grant, Reply, SessionSpec, State, WaitId};
-use crate::subscription::{EventCallback, SubQueue, Subscription};
+use crate::state::Config;
+use crate::subscription::{EventCallback, Subscription};
 use crate::types::*;
 
 /// A cheap, cloneable reference to one engine. The engine closes on [`Handle::close`]
 /// or when the last handle (including those inside sessions, leases and tickets) drops.
 #[derive(Clone)]
 pub struct Handle {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    tx: Sender<Msg>,
-    next_wait: AtomicU64,
-    subscriber_buffer: usize,
-    threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
-    actor: ThreadId,
-    dispatcher: ThreadId,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-impl Inner {
-    fn close(&self) {
-        let _ = self.tx.send(Msg::Close);
-        let threads = self
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        // A thread cannot join itself: the last handle may drop on the actor thread (held
-        // by a callback it discards), and a callback that closes the engine runs on the
-        // dispatcher. Each of them ends on its own after `Close`.
-        let me = std::thread::current().id();
-        if let Some((actor, dispatcher)) = threads {
-            if me != self.actor {
-                let _ = actor.join();
-            }
-            if me != self.dispatcher {
-                let _ = dispatcher.join();
-            }
-        }
-    }
+    link: Arc<dyn Link>,
 }
 
 /// Tells `enqueue` whether its request waits, and where.
@@ -69,119 +32,85 @@ fn unexpected(r: Reply) -> Error {
     Error::Internal(format!("unexpected reply {r:?}"))
 }
 
-fn closed<T>(_: T) -> Error {
-    Error::EngineClosed
-}
-
-/// Options of an acquire. `AcquireOptions::default()` is an exclusive request that waits
-/// forever at priority 100 with the engine's lock TTL.
-#[derive(Clone)]
-pub struct AcquireOptions {
-    pub mode: Mode,
-    /// `None` waits forever; zero tries once without queueing.
-    pub timeout: Option<Duration>,
-    /// `None`: the engine's `lock_ttl`.
-    pub ttl: Option<Duration>,
-    /// 0 is most important, 255 least.
-    pub priority: u8,
-    /// Revoke conflicting holders of strictly lower priority.
-    pub preempt: bool,
-    pub reason: Option<String>,
-    /// Take over conflicting holders whose session is stale.
-    pub break_stale: bool,
-    /// Called on the dispatcher thread if a granted lease is lost.
-    pub on_lost: Option<LostCallback>,
-}
-
-impl Default for AcquireOptions {
-    fn default() -> Self {
-        AcquireOptions {
-            mode: Mode::Exclusive,
-            timeout: None,
-            ttl: None,
-            priority: DEFAULT_PRIORITY,
-            preempt: false,
-            reason: None,
-            break_stale: false,
-            on_lost: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for AcquireOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AcquireOptions")
-            .field("mode", &self.mode)
-            .field("timeout", &self.timeout)
-            .field("ttl", &self.ttl)
-            .field("priority", &self.priority)
-            .field("preempt", &self.preempt)
-            .field("reason", &self.reason)
-            .field("break_stale", &self.break_stale)
-            .field("on_lost", &self.on_lost.is_some())
-            .finish()
-    }
+/// Fresh randomness for the ids, secrets and tokens of a new engine.
+fn seed() -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| Error::Internal(format!("no randomness for the engine's secrets: {e}")))?;
+    Ok(seed)
 }
 
 impl Handle {
-    /// Starts an engine on the system clock.
+    /// Starts an engine in this process, on the system clock.
     pub fn new(config: Config) -> Result<Handle> {
         Handle::with_clock(config, Arc::new(SystemClock::default()))
     }
 
-    /// Starts an engine on the given clock (a [`crate::ManualClock`] in tests).
+    /// Starts an engine in this process on the given clock (a [`crate::ManualClock`] in
+    /// tests).
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Handle> {
-        if config.subscriber_buffer < 2 {
-            return Err(Error::invalid("subscriber_buffer must be at least 2"));
-        }
-        let subscriber_buffer = config.subscriber_buffer;
-        let state = State::new(config, clock.unix_base());
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
-        let spawn_err = |e: std::io::Error| Error::Internal(format!("cannot start a thread: {e}"));
-        let dispatcher = std::thread::Builder::new()
-            .name("interlock-dispatch".into())
-            .spawn(move || actor::dispatch(jobs_rx))
-            .map_err(spawn_err)?;
-        let actor = Actor::new(state, clock, rx, jobs_tx);
-        let actor = std::thread::Builder::new()
-            .name("interlock-actor".into())
-            .spawn(move || actor.run())
-            .map_err(spawn_err)?;
+        let link = LocalLink::start(config, clock, seed()?)?;
         Ok(Handle {
-            inner: Arc::new(Inner {
-                tx,
-                next_wait: AtomicU64::new(1),
-                subscriber_buffer,
-                actor: actor.thread().id(),
-                dispatcher: dispatcher.thread().id(),
-                threads: Mutex::new(Some((actor, dispatcher))),
-            }),
+            link: Arc::new(link),
         })
     }
 
-    fn send(&self, msg: Msg) -> Result<()> {
-        self.inner.tx.send(msg).map_err(closed)
+    /// Connects to the engine an interlock server serves at `url` (`http://HOST:PORT`
+    /// or `https://`): the handle works as one of an engine in this process. Its
+    /// sessions always have a TTL, heartbeated by the link; it reconnects by itself and
+    /// resumes them. While it cannot reach the server, calls fail with
+    /// `ConnectionLost`.
+    #[cfg(feature = "remote")]
+    pub fn connect(url: &str, options: crate::ConnectOptions) -> Result<Handle> {
+        let link = crate::link::remote::RemoteLink::connect(url, options)?;
+        Ok(Handle {
+            link: Arc::new(link),
+        })
     }
 
-    fn request(&self, cmd: Command) -> Result<reply::Receiver<Result<Reply>>> {
-        let (tx, rx) = reply::channel();
-        self.send(Msg::Call {
-            cmd,
-            reply: Some(tx),
-        })?;
-        Ok(rx)
+    /// Sends one command and waits for its reply: the engine's whole vocabulary, for
+    /// code that forwards commands (a server). An acquire granted at once answers its
+    /// grants (release them by token); one that would wait is refused, since nothing
+    /// could wait for it: use [`Session::request`].
+    pub fn execute(&self, cmd: Command) -> Result<Reply> {
+        self.link
+            .request(cmd)?
+            .recv()
+            .map_err(|_| Error::EngineClosed)?
     }
 
-    /// Sends one command and waits for its reply.
-    pub(crate) fn call(&self, cmd: Command) -> Result<Reply> {
-        self.request(cmd)?.recv().map_err(closed)?
+    /// [`Handle::execute`], awaited.
+    pub async fn execute_async(&self, cmd: Command) -> Result<Reply> {
+        self.link
+            .request(cmd)?
+            .await
+            .map_err(|_| Error::EngineClosed)?
+    }
+
+    fn call(&self, cmd: Command) -> Result<Reply> {
+        self.execute(cmd)
+    }
+
+    /// Returns once every callback (`on_lost`, callback subscriptions) that the engine
+    /// queued before this call has run: a server uses it to tell a client of the leases
+    /// its command ended before it answers the command.
+    pub async fn callbacks_done_async(&self) -> Result<()> {
+        self.link
+            .callbacks_done()?
+            .await
+            .map_err(|_| Error::EngineClosed)
+    }
+
+    /// Whether the engine keeps a journal (then an answer means "written").
+    pub fn is_durable(&self) -> bool {
+        self.link.durable()
     }
 
     /// Closes the engine: pending waits fail with `EngineClosed`, subscriptions end, the
-    /// actor thread is joined. Later calls fail with `EngineClosed`. Closing twice is harmless.
+    /// actor thread is joined. Later calls fail with `EngineClosed`. Closing twice is
+    /// harmless. (For a remote engine: closes the connection.)
     pub fn close(&self) {
-        self.inner.close();
+        self.link.close();
     }
 
     /// Releases the lease `token` on `resource`; `InvalidToken` if it is not current.
@@ -195,11 +124,52 @@ impl Handle {
         }
     }
 
+    /// Extends the lease `token` on `resource` by `ttl` (by its own TTL if `None`); the
+    /// new expiry. For a holder that kept only the token (across a restart, say).
+    pub fn renew(
+        &self,
+        resource: &str,
+        token: Token,
+        ttl: Option<Duration>,
+    ) -> Result<Option<f64>> {
+        let cmd = Command::Renew {
+            resource: resource.into(),
+            token,
+            ttl,
+        };
+        match self.call(cmd)? {
+            Reply::Renewed { expires_at } => Ok(expires_at),
+            r => Err(unexpected(r)),
+        }
+    }
+
     /// Releases every holder of `resource`; returns how many there were.
     pub fn force_release(&self, resource: &str, reason: Option<&str>) -> Result<usize> {
+        self.force_release_only(resource, None, reason)
+    }
+
+    /// Releases the lease on `resource` that carries `fence`, if it is still current:
+    /// 1 if it was, 0 if not (released already, or never that fence). For a tool that
+    /// shows leases by fence and must not take away one granted after it looked.
+    pub fn force_release_fence(
+        &self,
+        resource: &str,
+        fence: u64,
+        reason: Option<&str>,
+    ) -> Result<usize> {
+        self.force_release_only(resource, Some(fence), reason)
+    }
+
+    fn force_release_only(
+        &self,
+        resource: &str,
+        fence: Option<u64>,
+        reason: Option<&str>,
+    ) -> Result<usize> {
         let cmd = Command::ForceRelease {
             resource: resource.into(),
             reason: reason.map(Into::into),
+            fence,
         };
         match self.call(cmd)? {
             Reply::Count(n) => Ok(n),
@@ -208,7 +178,10 @@ impl Handle {
     }
 
     pub fn status(&self, resource: &str) -> Result<ResourceStatus> {
-        match self.call(Command::Status(resource.into()))? {
+        let cmd = Command::Status {
+            resource: resource.into(),
+        };
+        match self.call(cmd)? {
             Reply::Status(s) => Ok(s),
             r => Err(unexpected(r)),
         }
@@ -302,26 +275,19 @@ impl Handle {
         for r in resources.into_iter().flatten() {
             validate_resource(r)?;
         }
-        let queue = Arc::new(SubQueue::new(
-            actor::filter_of(resources),
-            self.inner.subscriber_buffer,
-            callback,
-        ));
-        let (tx, rx) = reply::channel();
-        self.send(Msg::Subscribe {
-            queue: queue.clone(),
-            since,
-            reply: tx,
-        })?;
-        rx.recv().map_err(closed)??;
-        Ok(Subscription { queue })
+        let (queue, head) = self.link.subscribe(resources, since, callback)?;
+        Ok(Subscription {
+            queue,
+            head,
+            birth: Birth::now(),
+        })
     }
 
     // ----- session calls, by session id (the C API names sessions by id) ----------
 
     /// Ends the session `id` (see [`Session::close`]); 0 if it had already ended.
     pub fn close_session(&self, id: SessionId) -> Result<usize> {
-        match self.call(Command::CloseSession(id))? {
+        match self.call(Command::CloseSession { session: id })? {
             Reply::Count(n) => Ok(n),
             r => Err(unexpected(r)),
         }
@@ -329,24 +295,66 @@ impl Handle {
 
     /// A [`Session`] value for an id known from elsewhere (the C API, a listing).
     pub fn session(&self, id: SessionId) -> Result<Session> {
-        self.session_from(self.call(Command::Session(id))?)
+        self.session_from(self.call(Command::Session { session: id })?, None)
     }
 
     /// Opens a session.
     pub fn open_session(&self, spec: SessionSpec) -> Result<Session> {
-        self.session_from(self.call(Command::OpenSession(spec))?)
+        match self.call(Command::OpenSession(spec))? {
+            Reply::Opened {
+                session, secret, ..
+            } => self.session_from(Reply::Session(session), Some(secret)),
+            r => Err(unexpected(r)),
+        }
     }
 
-    fn session_from(&self, reply: Reply) -> Result<Session> {
+    /// Takes up a session by its id and secret: after a restart of a durable engine, or
+    /// in another program. Counts as the session's activity.
+    pub fn resume_session(&self, id: SessionId, secret: Secret) -> Result<Session> {
+        let reply = self.call(Command::Resume {
+            session: id,
+            secret,
+        })?;
+        self.session_from(reply, Some(secret))
+    }
+
+    fn session_from(&self, reply: Reply, secret: Option<Secret>) -> Result<Session> {
         match reply {
             Reply::Session(info) => Ok(Session {
                 handle: self.clone(),
                 id: info.id,
                 name: info.name,
                 metadata: info.metadata,
+                secret,
             }),
             r => Err(unexpected(r)),
         }
+    }
+
+    /// Sends an acquire for the session `id` and returns at once (see
+    /// [`Session::request`]).
+    pub fn request(
+        &self,
+        id: SessionId,
+        resources: &[&str],
+        opts: &AcquireOptions,
+    ) -> Result<Ticket> {
+        Ok(self.start(id, resources, opts, false)?.0)
+    }
+
+    /// Queues an acquire for the session `id` without waiting for it (see
+    /// [`Session::enqueue`]), awaited.
+    pub async fn enqueue_async(
+        &self,
+        id: SessionId,
+        resources: &[&str],
+        opts: &AcquireOptions,
+    ) -> Result<Ticket> {
+        let (ticket, ack) = self.start(id, resources, opts, true)?;
+        if let Some(ack) = ack {
+            ack.await.map_err(|_| Error::EngineClosed)??;
+        }
+        Ok(ticket)
     }
 
     fn start(
@@ -356,42 +364,22 @@ impl Handle {
         opts: &AcquireOptions,
         ack: bool,
     ) -> Result<(Ticket, Option<Ack>)> {
-        let wait = self.inner.next_wait.fetch_add(1, Ordering::Relaxed);
         let resources: Arc<[String]> = resources.iter().map(|r| (*r).to_owned()).collect();
         let req = AcquireRequest {
-            wait,
             session,
             resources: resources.clone(),
-            mode: opts.mode,
-            timeout: opts.timeout,
-            ttl: opts.ttl,
-            priority: opts.priority,
-            preempt: opts.preempt,
-            reason: opts.reason.clone(),
-            break_stale: opts.break_stale,
+            options: opts.clone(),
         };
-        let (done, rx) = reply::channel();
-        let (ack_tx, ack_rx) = match ack {
-            true => {
-                let (t, r) = reply::channel();
-                (Some(t), Some(r))
-            }
-            false => (None, None),
-        };
-        self.send(Msg::Acquire {
-            req,
-            done,
-            ack: ack_tx,
-            on_lost: opts.on_lost.clone(),
-        })?;
+        let started = self.link.acquire(req, ack)?;
         let ticket = Ticket {
             handle: self.clone(),
-            wait,
+            key: started.key,
             resources,
-            rx,
+            rx: started.done,
             state: Mutex::new(TicketState::Pending),
+            birth: Birth::now(),
         };
-        Ok((ticket, ack_rx))
+        Ok((ticket, started.ack))
     }
 }
 
@@ -403,6 +391,7 @@ pub struct Session {
     id: SessionId,
     name: Arc<str>,
     metadata: Arc<serde_json::Value>,
+    secret: Option<Secret>,
 }
 
 impl std::fmt::Debug for Session {
@@ -427,10 +416,15 @@ impl Session {
     pub fn handle(&self) -> &Handle {
         &self.handle
     }
+    /// The session's secret, if this value opened or resumed it (see
+    /// [`Handle::resume_session`]).
+    pub fn secret(&self) -> Option<Secret> {
+        self.secret
+    }
 
     /// Records activity (and revives a stale session).
     pub fn heartbeat(&self) -> Result<()> {
-        match self.handle.call(Command::Heartbeat(self.id))? {
+        match self.handle.call(Command::Heartbeat { session: self.id })? {
             Reply::Unit => Ok(()),
             r => Err(unexpected(r)),
         }
@@ -468,7 +462,7 @@ impl Session {
     /// Sends an acquire and returns at once; its outcome (errors included) comes from the
     /// ticket. For bindings that wait in slices (to answer Ctrl-C) and for async callers.
     pub fn request(&self, resources: &[&str], opts: &AcquireOptions) -> Result<Ticket> {
-        Ok(self.handle.start(self.id, resources, opts, false)?.0)
+        self.handle.request(self.id, resources, opts)
     }
 
     /// Queues an acquire without waiting for it: errors (bad input, `AlreadyHeld`,
@@ -477,7 +471,7 @@ impl Session {
     pub fn enqueue(&self, resources: &[&str], opts: &AcquireOptions) -> Result<Ticket> {
         let (ticket, ack) = self.handle.start(self.id, resources, opts, true)?;
         if let Some(ack) = ack {
-            ack.recv().map_err(closed)??;
+            ack.recv().map_err(|_| Error::EngineClosed)??;
         }
         Ok(ticket)
     }
@@ -489,6 +483,13 @@ fn one(mut leases: Vec<Lease>) -> Result<Lease> {
         .ok_or_else(|| Error::Internal("a grant without a lease".into()))
 }
 
+fn position_of(reply: std::result::Result<Result<Reply>, reply::Closed>) -> Result<Option<u64>> {
+    match reply.map_err(|_| Error::EngineClosed)?? {
+        Reply::Position(p) => Ok(p),
+        r => Err(unexpected(r)),
+    }
+}
+
 enum TicketState {
     Pending,
     Done,
@@ -496,19 +497,21 @@ enum TicketState {
 }
 
 /// A queued acquire: wait on it, ask its position, or cancel it. Dropping a ticket that
-/// is still pending withdraws the request (and undoes a grant that arrived unseen).
+/// is still pending withdraws the request (and releases a grant that arrived unseen).
 pub struct Ticket {
     handle: Handle,
-    wait: WaitId,
+    key: u64,
     resources: Arc<[String]>,
-    rx: reply::Receiver<GrantResult>,
+    rx: reply::Receiver<Outcome>,
     state: Mutex<TicketState>,
+    /// A ticket inherited across a fork waits for nothing.
+    birth: Birth,
 }
 
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ticket")
-            .field("wait", &self.wait)
+            .field("key", &self.key)
             .field("resources", &self.resources)
             .finish()
     }
@@ -518,10 +521,12 @@ impl Ticket {
     /// The current 1-based place in the queue (the largest over its resources); `None`
     /// once granted, cancelled or failed.
     pub fn position(&self) -> Result<Option<u64>> {
-        match self.handle.call(Command::Position(self.wait))? {
-            Reply::Position(p) => Ok(p),
-            r => Err(unexpected(r)),
-        }
+        position_of(self.handle.link.position(self.key)?.recv())
+    }
+
+    /// [`Ticket::position`], awaited.
+    pub async fn position_async(&self) -> Result<Option<u64>> {
+        position_of(self.handle.link.position(self.key)?.await)
     }
 
     /// The resources asked for, in order.
@@ -531,6 +536,7 @@ impl Ticket {
 
     /// Waits up to `slice` (forever if `None`): `Ok(None)` if nothing came yet.
     pub fn poll(&self, slice: Option<Duration>) -> Result<Option<Vec<Lease>>> {
+        self.may_wait()?;
         let got = self.rx.recv_timeout(slice).map_err(|_| self.gone())?;
         got.map(|outcome| self.settle(outcome)).transpose()
     }
@@ -543,8 +549,21 @@ impl Ticket {
 
     /// Awaits the outcome; if this future is dropped the ticket stays queued.
     pub async fn wait_async(&self) -> Result<Vec<Lease>> {
+        self.may_wait()?;
         let outcome = std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await;
         self.settle(outcome.map_err(|_| self.gone())?)
+    }
+
+    /// A ticket inherited across a fork, or one cancelled, has nothing to wait for. A
+    /// cancelled one answers so at once: over a remote link the request's own answer
+    /// may still be on its way after `cancel` returned.
+    fn may_wait(&self) -> Result<()> {
+        self.birth.check()?;
+        if matches!(*self.lock(), TicketState::Cancelled) {
+            self.take_unseen();
+            return Err(self.gone());
+        }
+        Ok(())
     }
 
     fn gone(&self) -> Error {
@@ -559,49 +578,72 @@ impl Ticket {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn settle(&self, outcome: GrantResult) -> Result<Vec<Lease>> {
+    fn settle(&self, outcome: Outcome) -> Result<Vec<Lease>> {
         let mut state = self.lock();
         if matches!(*state, TicketState::Cancelled) {
+            drop(state);
+            self.give_back(outcome);
             return Err(Error::Cancelled("ticket cancelled".into()));
         }
         *state = TicketState::Done;
         Ok(outcome?
             .into_iter()
-            .map(|g| Lease::new(self.handle.clone(), g))
+            .map(|held| Lease::new(self.handle.clone(), held))
             .collect())
+    }
+
+    /// Releases the leases of a grant that nobody will use.
+    fn give_back(&self, outcome: Outcome) {
+        for held in outcome.into_iter().flatten() {
+            let _ = Lease::new(self.handle.clone(), held).release();
+        }
     }
 
     /// Withdraws the request: its queue entry goes, or a grant it was sent but never
     /// returned is released. Later waits give `Cancelled`.
     pub fn cancel(&self) -> Result<()> {
-        {
-            let mut state = self.lock();
-            if !matches!(*state, TicketState::Pending) {
-                return Ok(());
-            }
-            *state = TicketState::Cancelled;
+        if !self.mark_cancelled() {
+            return Ok(());
         }
-        match self.handle.call(self.cancel_command())? {
-            Reply::Unit => Ok(()),
-            r => Err(unexpected(r)),
-        }
+        let done = self.handle.link.cancel(self.key)?.recv();
+        self.take_unseen();
+        done.map_err(|_| Error::EngineClosed)?.map(drop)
     }
 
-    fn cancel_command(&self) -> Command {
-        Command::Cancel {
-            wait: self.wait,
-            resources: self.resources.clone(),
+    /// [`Ticket::cancel`], awaited.
+    pub async fn cancel_async(&self) -> Result<()> {
+        if !self.mark_cancelled() {
+            return Ok(());
+        }
+        let done = self.handle.link.cancel(self.key)?.await;
+        self.take_unseen();
+        done.map_err(|_| Error::EngineClosed)?.map(drop)
+    }
+
+    /// Moves a pending ticket to cancelled; false if it was not pending.
+    fn mark_cancelled(&self) -> bool {
+        let mut state = self.lock();
+        let pending = matches!(*state, TicketState::Pending);
+        if pending {
+            *state = TicketState::Cancelled;
+        }
+        pending
+    }
+
+    /// A grant that arrived in the slot after the ticket was cancelled goes back.
+    fn take_unseen(&self) {
+        if let Some(Ok(outcome)) = self.rx.try_take() {
+            self.give_back(outcome);
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if matches!(*self.lock(), TicketState::Pending) {
-            let _ = self.handle.send(Msg::Call {
-                cmd: self.cancel_command(),
-                reply: None,
-            });
+        if self.mark_cancelled() {
+            // Not waited for: the engine withdraws the request in its own time.
+            let _ = self.handle.link.cancel(self.key);
+            self.take_unseen();
         }
     }
 }
@@ -610,6 +652,7 @@ impl Drop for Ticket {
 pub struct Lease {
     handle: Handle,
     grant: Grant,
+    cell: LeaseCell,
     expires_at: Mutex<Option<f64>>,
 }
 
@@ -626,11 +669,12 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    fn new(handle: Handle, grant: Grant) -> Self {
+    fn new(handle: Handle, held: Held) -> Self {
         Lease {
             handle,
-            expires_at: Mutex::new(grant.expires_at),
-            grant,
+            expires_at: Mutex::new(held.grant.expires_at),
+            grant: held.grant,
+            cell: held.cell,
         }
     }
 
@@ -665,34 +709,28 @@ impl Lease {
     pub fn handle(&self) -> &Handle {
         &self.handle
     }
+    /// The lease as it was granted, token included (what a server hands its client).
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
 
     /// Held, released, lost (and why) or ended by the engine closing: exact as soon as
     /// the engine has acted.
     pub fn state(&self) -> LeaseState {
-        self.grant.cell.get()
+        self.cell.get()
     }
     pub fn is_valid(&self) -> bool {
         self.state() == LeaseState::Held
     }
-    pub fn lost_reason(&self) -> Option<LostReason> {
+    pub fn lost_reason(&self) -> Option<crate::LostReason> {
         match self.state() {
             LeaseState::Lost(r) => Some(r),
             _ => None,
         }
     }
 
-    /// `LockLost` if the lease was lost; an error about a token that is no longer
-    /// current means the same once the cell says so.
-    fn explain(&self, e: Error) -> Error {
-        match (self.state(), e) {
-            (LeaseState::Lost(reason), Error::InvalidToken(_)) => Error::LockLost {
-                resource: self.resource().into(),
-                reason,
-            },
-            (_, e) => e,
-        }
-    }
-
+    /// `LockLost` if the lease was lost, `EngineClosed` if the engine closed; whether it
+    /// is still held otherwise.
     fn precheck(&self) -> Result<bool> {
         match self.state() {
             LeaseState::Lost(reason) => Err(Error::LockLost {
@@ -705,26 +743,38 @@ impl Lease {
         }
     }
 
+    /// `LockLost` if the lease turned out lost meanwhile (its token stopped working), or `e`.
+    fn lost_or(&self, e: Error) -> Error {
+        match (self.precheck(), e) {
+            (Err(lost), Error::InvalidToken(_)) => lost,
+            (_, e) => e,
+        }
+    }
+
     /// Releases the lease. Releasing twice is harmless; a lost lease gives `LockLost`.
     ///
-    /// Returns without waiting for the actor. The release goes into the engine's queue
-    /// first, so anything sent after this returns, or after another thread sees the lease
-    /// no longer valid, comes behind it. Then the lease's cell turns released: the moment
-    /// the release takes effect. An expiry or preemption that the actor processes after
-    /// that moment counts as this release; one it processed before makes this `LockLost`.
+    /// Returns without waiting for the engine (unless it keeps a journal: then once the
+    /// release is written). The release goes into the engine's queue first, so anything
+    /// sent after this returns, or after another thread sees the lease no longer valid,
+    /// comes behind it. Then the lease's cell turns released. If the engine ended the
+    /// lease first (it expired, or was taken away), this is `LockLost`.
     pub fn release(&self) -> Result<()> {
         if !self.precheck()? {
             return Ok(());
         }
-        self.handle.send(Msg::Call {
-            cmd: Command::Release {
-                resource: self.grant.resource.clone(),
-                token: self.token(),
-            },
-            reply: None,
-        })?;
-        match self.grant.cell.leave_held(LeaseState::Released) {
-            // Released here, or already by the actor processing this release.
+        let cmd = Command::Release {
+            resource: self.grant.resource.clone(),
+            token: self.token(),
+        };
+        if self.handle.link.durable() {
+            // A durable engine's release is done once written: wait for it to say so.
+            self.handle.execute(cmd).map_err(|e| self.lost_or(e))?;
+            self.cell.leave_held(LeaseState::Released);
+            return Ok(());
+        }
+        self.handle.link.post(cmd)?;
+        match self.cell.leave_held(LeaseState::Released) {
+            // Released here, or already by the engine processing this release.
             LeaseState::Held | LeaseState::Released => Ok(()),
             _ => self.precheck().map(drop),
         }
@@ -744,17 +794,11 @@ impl Lease {
                 self.resource()
             )));
         }
-        let cmd = Command::Renew {
-            resource: self.resource().into(),
-            token: self.token(),
-            ttl,
-        };
-        match self.handle.call(cmd).map_err(|e| self.explain(e))? {
-            Reply::Renewed { expires_at } => {
-                *self.expires_at.lock().unwrap_or_else(|e| e.into_inner()) = expires_at;
-                Ok(expires_at)
-            }
-            r => Err(unexpected(r)),
-        }
+        let expires_at = self
+            .handle
+            .renew(self.resource(), self.token(), ttl)
+            .map_err(|e| self.lost_or(e))?;
+        *self.expires_at.lock().unwrap_or_else(|e| e.into_inner()) = expires_at;
+        Ok(expires_at)
     }
 }

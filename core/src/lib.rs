@@ -1,9 +1,10 @@
 //! interlock: an embedded lock engine for lab and hardware-control software.
 //!
 //! One engine decides who may drive which instrument, session, folder or device, and
-//! tells everyone what happened. A pure [`State`] holds every lock table and rule; one
-//! actor thread owns it and applies commands sent through a [`Handle`]; a dispatcher
-//! thread runs callbacks. See `DESIGN.md` for the semantics.
+//! tells everyone what happened. A pure [`State`] holds every lock table and rule; a
+//! [`Handle`] sends [`Command`]s to it through a link: an actor thread in this process,
+//! or a server over the network. A dispatcher thread runs callbacks. See `DESIGN.md` for
+//! the semantics.
 //!
 //! ```
 //! use interlock::{AcquireOptions, Config, Handle, SessionSpec};
@@ -21,23 +22,34 @@
 //! # Ok::<(), interlock::Error>(())
 //! ```
 
-mod actor;
+mod cell;
 mod clock;
+mod dispatch;
 mod error;
+mod event;
+mod fork;
 mod handle;
-mod prefetch;
+pub mod journal;
+mod link;
+mod protocol;
 mod reply;
+mod ring;
 mod state;
 mod subscription;
 mod table;
 mod types;
+pub mod wire;
 
-pub use actor::{LostCallback, LostNotice};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, ErrorKind, Result};
-pub use handle::{AcquireOptions, Handle, Lease, Session, Ticket};
-pub use state::{
-    AcquireRequest, Command, Config, Effects, Grant, Grants, Reply, SessionSpec, State, WaitId,
+pub use error::{Error, ErrorKind, LostReason, Result};
+pub use event::{Event, EventKind};
+pub use handle::{Handle, Lease, Session, Ticket};
+#[cfg(feature = "remote")]
+pub use link::remote::ConnectOptions;
+pub use protocol::{
+    AcquireOptions, AcquireRequest, Command, Grant, Grants, LostCallback, LostNotice, Reply,
+    SessionSpec, WaitId, WireError,
 };
+pub use state::{Config, Effects, State};
 pub use subscription::{EventCallback, Subscription};
 pub use types::*;

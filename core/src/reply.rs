@@ -8,22 +8,71 @@
 //! more. The sender learns whether the receiver is still there, so the actor can undo a
 //! grant that nobody will ever see.
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::Ordering::SeqCst;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
-/// Polls of pure spinning before a spinner starts to yield its core.
-const SPIN_POLLS: u32 = 2048;
+use self::sync::{Arc, AtomicBool, AtomicU8, Condvar, Mutex, MutexGuard, UnsafeCell};
 
-/// How long a blocking receiver polls for its reply before it parks.
-const SPIN: Duration = Duration::from_micros(50);
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+/// The primitives this file synchronises with: std's, or loom's when the lib's own tests
+/// are built with `--cfg loom` (`core/loom.sh`), so that loom can run the code below
+/// through every interleaving. Loom is a dev-dependency: a `--cfg loom` build of the
+/// library for anything else (other test targets, benches) keeps std's.
+mod sync {
+    #[cfg(all(test, loom))]
+    pub(super) use loom::{
+        cell::UnsafeCell,
+        sync::atomic::{AtomicBool, AtomicU8},
+        sync::{Arc, Condvar, Mutex, MutexGuard},
+    };
+    #[cfg(not(all(test, loom)))]
+    pub(super) use std::sync::{
+        atomic::{AtomicBool, AtomicU8},
+        Arc, Condvar, Mutex, MutexGuard,
+    };
+
+    /// `std::cell::UnsafeCell` with loom's API, which checks each access against the
+    /// others; here it compiles to the bare pointer.
+    #[cfg(not(all(test, loom)))]
+    pub(super) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    #[cfg(not(all(test, loom)))]
+    impl<T> UnsafeCell<T> {
+        pub(super) const fn new(value: T) -> Self {
+            Self(std::cell::UnsafeCell::new(value))
+        }
+
+        #[inline(always)]
+        pub(super) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+
+    /// Orders a `SeqCst` store before the `SeqCst` load after it, for loom only. Both
+    /// sides of the sleep handshake (`Shared::finish`, `Receiver::announce`) store, then
+    /// load what the other stored; `SeqCst` accesses already forbid both loads missing
+    /// both stores, but loom models them as acquire/release only, which allows it, and
+    /// would report a lost wake-up that cannot happen. Its `SeqCst` fence is modelled in
+    /// full and restores the guarantee; the real build needs, and gets, no fence.
+    #[inline(always)]
+    pub(super) fn store_load_fence() {
+        #[cfg(all(test, loom))]
+        loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Polls of pure spinning before a spinner starts to yield its core.
+#[cfg(not(all(test, loom)))]
+const SPIN_POLLS: u32 = 2048;
 
 /// No value yet; the sender is alive.
 const EMPTY: u8 = 0;
@@ -50,9 +99,16 @@ struct Shared<T> {
 unsafe impl<T: Send> Send for Shared<T> {}
 unsafe impl<T: Send> Sync for Shared<T> {}
 
-thread_local! {
+#[cfg(not(all(test, loom)))]
+std::thread_local! {
     /// Wakers held back on a thread that batches its wake-ups (the actor's).
     static DEFERRED: RefCell<Option<VecDeque<Waker>>> = const { RefCell::new(None) };
+}
+
+// Loom's thread-locals are per modelled thread; its macro takes no `const` initialiser.
+#[cfg(all(test, loom))]
+loom::thread_local! {
+    static DEFERRED: RefCell<Option<VecDeque<Waker>>> = RefCell::new(None);
 }
 
 /// With `true`, async receivers woken by this thread are from now on woken only at
@@ -66,13 +122,6 @@ pub(crate) fn defer_wakes(on: bool) {
 /// Wakes every receiver held back by [`defer_wakes`], in order. One at a time: if a
 /// waker panics, the rest stay held for the next flush (the actor's `Drop` does one).
 pub(crate) fn flush_wakes() {
-    // A wake updates its task, which the task's own thread touched last: start loading
-    // every task of the batch before the first wake waits for one.
-    DEFERRED.with(|d| {
-        for w in d.borrow().iter().flatten() {
-            crate::prefetch::bytes(w.data(), 64);
-        }
-    });
     while let Some(w) = DEFERRED.with(|d| d.borrow_mut().as_mut().and_then(VecDeque::pop_front)) {
         w.wake();
     }
@@ -102,13 +151,19 @@ struct Sleep {
 }
 
 pub(crate) struct Sender<T>(Option<Arc<Shared<T>>>);
-pub(crate) struct Receiver<T>(Arc<Shared<T>>);
+
+/// The receiving end; a blocking wait first polls for `spin` (its link's choice: a reply
+/// that usually comes within that time then costs no sleep and no wake-up).
+pub(crate) struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+    spin: Duration,
+}
 
 /// The sender was dropped without sending, or the value was already taken.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Closed;
 
-pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+pub(crate) fn channel<T>(spin: Duration) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: AtomicU8::new(EMPTY),
         value: UnsafeCell::new(None),
@@ -116,12 +171,13 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
         sleep: Mutex::new(Sleep::default()),
         cond: Condvar::new(),
     });
-    (Sender(Some(shared.clone())), Receiver(shared))
+    (Sender(Some(shared.clone())), Receiver { shared, spin })
 }
 
 /// Polls `ready` for up to `limit`: a few microseconds of pure spinning, then yielding
 /// the core between polls so a runnable peer (the actor, on a busy machine) can use it.
 /// True if `ready` came true.
+#[cfg(not(all(test, loom)))]
 pub(crate) fn spin_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     let mut polls = 0u32;
@@ -138,6 +194,16 @@ pub(crate) fn spin_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bo
             true => std::hint::spin_loop(),
             false => std::thread::yield_now(),
         }
+    }
+}
+
+/// Loom's `spin_until`: loom cannot model time, so it polls, lets the other threads run,
+/// and polls once more.
+#[cfg(all(test, loom))]
+pub(crate) fn spin_until(_limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    ready() || {
+        loom::thread::yield_now();
+        ready()
     }
 }
 
@@ -158,6 +224,7 @@ impl<T> Shared<T> {
         {
             return false;
         }
+        sync::store_load_fence();
         if self.sleeping.load(SeqCst) {
             let mut sleep = lock(self);
             let wakers = std::mem::take(&mut sleep.wakers);
@@ -173,25 +240,19 @@ impl<T> Shared<T> {
 }
 
 impl<T> Sender<T> {
-    /// Starts loading the slot, which the receiver's thread made, before the send.
-    pub(crate) fn prefetch(&self) {
-        if let Some(shared) = &self.0 {
-            crate::prefetch::arc(shared);
-        }
-    }
-
     /// Delivers `value`, or hands it back if the receiver is gone.
     pub(crate) fn send(mut self, value: T) -> Result<(), T> {
         let Some(shared) = self.0.take() else {
             return Err(value);
         };
-        // SAFETY: the state is still `EMPTY` or `GONE`, so no receiver reads `value`.
-        unsafe { *shared.value.get() = Some(value) };
+        // SAFETY: `v` points into the slot, which `shared` keeps alive; the state is still
+        // `EMPTY` or `GONE`, so no receiver reads `value`.
+        shared.value.with_mut(|v| unsafe { *v = Some(value) });
         if shared.finish(FULL) {
             return Ok(());
         }
-        // SAFETY: the state is `GONE` for good: nobody else will touch `value`.
-        match unsafe { (*shared.value.get()).take() } {
+        // SAFETY: as above; the state is `GONE` for good: nobody else will touch `value`.
+        match shared.value.with_mut(|v| unsafe { (*v).take() }) {
             Some(value) => Err(value),
             None => Ok(()),
         }
@@ -208,8 +269,8 @@ impl<T> Drop for Sender<T> {
 
 impl<T> Receiver<T> {
     /// The outcome, if there is one: the value (taken out), or `Closed`.
-    fn try_take(&self) -> Option<Result<T, Closed>> {
-        let shared = &self.0;
+    pub(crate) fn try_take(&self) -> Option<Result<T, Closed>> {
+        let shared = &self.shared;
         match shared.state.load(SeqCst) {
             EMPTY => None,
             FULL if shared
@@ -217,9 +278,10 @@ impl<T> Receiver<T> {
                 .compare_exchange(FULL, DONE, SeqCst, SeqCst)
                 .is_ok() =>
             {
-                // SAFETY: this call won `FULL → DONE`: the sender is done with `value`
-                // and no other receiver call will read it.
-                unsafe { (*shared.value.get()).take() }.map(Ok)
+                // SAFETY: `v` points into the slot, which `self` keeps alive; this call
+                // won `FULL → DONE`: the sender is done with `value` and no other receiver
+                // call will read it.
+                shared.value.with_mut(|v| unsafe { (*v).take() }).map(Ok)
             }
             _ => Some(Err(Closed)),
         }
@@ -229,37 +291,43 @@ impl<T> Receiver<T> {
     /// caller holds the lock and registers itself in it before it sleeps: a sender that
     /// publishes after this look takes the lock, so it finds the registration.
     fn announce(&self) -> Option<Result<T, Closed>> {
-        self.0.sleeping.store(true, SeqCst);
+        self.shared.sleeping.store(true, SeqCst);
+        sync::store_load_fence();
         self.try_take()
     }
 
     /// Waits for the value; `Ok(None)` if `timeout` passed first.
     pub(crate) fn recv_timeout(&self, timeout: Option<Duration>) -> Result<Option<T>, Closed> {
         let start = Instant::now();
-        spin_until(timeout.map_or(SPIN, |t| t.min(SPIN)), || {
-            self.0.state.load(SeqCst) != EMPTY
-        });
+        let spin = timeout.map_or(self.spin, |t| t.min(self.spin));
+        if !spin.is_zero() {
+            spin_until(spin, || self.shared.state.load(SeqCst) != EMPTY);
+        }
         // The usual case: the value came while spinning, and no lock is needed.
         if let Some(r) = self.try_take() {
             return r.map(Some);
         }
         // A deadline beyond what `Instant` can hold is no deadline.
         let deadline = timeout.and_then(|t| start.checked_add(t));
-        let mut sleep = lock(&self.0);
+        let mut sleep = lock(&self.shared);
         loop {
             if let Some(r) = self.announce() {
                 return r.map(Some);
             }
             sleep.parked += 1;
             sleep = match deadline {
-                None => self.0.cond.wait(sleep).unwrap_or_else(|e| e.into_inner()),
+                None => self
+                    .shared
+                    .cond
+                    .wait(sleep)
+                    .unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         sleep.parked -= 1;
                         return Ok(None);
                     }
-                    self.0
+                    self.shared
                         .cond
                         .wait_timeout(sleep, left)
                         .unwrap_or_else(|e| e.into_inner())
@@ -278,7 +346,7 @@ impl<T> Receiver<T> {
         if let Some(r) = self.try_take() {
             return Poll::Ready(r);
         }
-        let mut sleep = lock(&self.0);
+        let mut sleep = lock(&self.shared);
         if !sleep.wakers.iter().any(|w| w.will_wake(cx.waker())) {
             sleep.wakers.push(cx.waker().clone());
         }
@@ -299,17 +367,22 @@ impl<T> Future for Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         // A value already sent stays in the slot and is dropped with it.
-        let _ = self.0.state.compare_exchange(EMPTY, GONE, SeqCst, SeqCst);
+        let _ = self
+            .shared
+            .state
+            .compare_exchange(EMPTY, GONE, SeqCst, SeqCst);
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
+    const SPIN: Duration = Duration::from_micros(50);
+
     #[test]
     fn value_arrives_across_threads() {
-        let (tx, rx) = channel();
+        let (tx, rx) = channel(SPIN);
         std::thread::spawn(move || tx.send(7).map_err(|_| ()).unwrap());
         assert_eq!(rx.recv(), Ok(7));
         assert_eq!(rx.recv(), Err(Closed));
@@ -317,17 +390,17 @@ mod tests {
 
     #[test]
     fn dropped_sender_closes_and_dropped_receiver_refuses() {
-        let (tx, rx) = channel::<u8>();
+        let (tx, rx) = channel::<u8>(SPIN);
         drop(tx);
         assert_eq!(rx.recv(), Err(Closed));
-        let (tx, rx) = channel::<u8>();
+        let (tx, rx) = channel::<u8>(SPIN);
         drop(rx);
         assert_eq!(tx.send(3), Err(3));
     }
 
     #[test]
     fn timeout_returns_none_and_keeps_waiting_possible() {
-        let (tx, rx) = channel::<u8>();
+        let (tx, rx) = channel::<u8>(SPIN);
         assert_eq!(rx.recv_timeout(Some(Duration::from_millis(5))), Ok(None));
         tx.send(1).unwrap();
         assert_eq!(rx.recv_timeout(Some(Duration::from_millis(5))), Ok(Some(1)));
@@ -338,7 +411,7 @@ mod tests {
     fn racing_send_and_receiver_drop_lose_nothing() {
         let values = Arc::new(());
         for round in 0..2000 {
-            let (tx, rx) = channel::<Arc<()>>();
+            let (tx, rx) = channel::<Arc<()>>(SPIN);
             let v = values.clone();
             let sender = std::thread::spawn(move || tx.send(v).is_ok());
             let got = match round % 2 {
@@ -357,7 +430,7 @@ mod tests {
     #[test]
     fn a_parked_receiver_is_woken() {
         for _ in 0..200 {
-            let (tx, rx) = channel();
+            let (tx, rx) = channel(SPIN);
             let t = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_micros(60));
                 tx.send(5).map_err(|_| ()).unwrap();
@@ -369,7 +442,7 @@ mod tests {
 
     #[test]
     fn a_timeout_too_large_for_an_instant_waits() {
-        let (tx, rx) = channel();
+        let (tx, rx) = channel(SPIN);
         tx.send(2).unwrap();
         assert_eq!(rx.recv_timeout(Some(Duration::MAX)), Ok(Some(2)));
     }
@@ -377,7 +450,7 @@ mod tests {
     /// One waiter timing out must not stop a grant from waking another on the same slot.
     #[test]
     fn every_blocking_waiter_is_woken_when_one_times_out() {
-        let (tx, rx) = channel();
+        let (tx, rx) = channel(SPIN);
         let rx = Arc::new(rx);
         let (told, patient) = std::sync::mpsc::channel();
         {
@@ -400,7 +473,7 @@ mod tests {
 
     #[test]
     fn every_async_waiter_is_woken() {
-        let (tx, rx) = channel::<u8>();
+        let (tx, rx) = channel::<u8>(SPIN);
         let counts: Vec<Arc<Count>> = (0..2)
             .map(|_| Arc::new(Count(std::sync::atomic::AtomicUsize::new(0))))
             .collect();
@@ -416,7 +489,7 @@ mod tests {
 
     #[tokio::test]
     async fn awaits() {
-        let (tx, rx) = channel();
+        let (tx, rx) = channel(SPIN);
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(10));
             let _ = tx.send("hi");

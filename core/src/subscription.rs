@@ -1,6 +1,7 @@
-//! Live event streams. The actor pushes into each subscriber's bounded queue and never
-//! waits for it; a subscriber that falls behind loses events and is told how many by a
-//! `lagged` marker at the place where they are missing.
+//! Live event streams. A link pushes into each subscriber's bounded queue and never waits
+//! for it; a subscriber that falls behind loses its oldest events (as tokio's broadcast
+//! does), and is told how many by a `lagged` marker at the place where they are missing,
+//! so that it always gets the newest.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
@@ -8,8 +9,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::event::{Event, EventKind};
+use crate::fork::Birth;
 use crate::table::HashSet;
-use crate::types::Event;
 
 /// A function the dispatcher thread calls with each event of a callback subscription.
 pub type EventCallback = Box<dyn FnMut(&Event) + Send>;
@@ -25,9 +27,13 @@ pub(crate) struct SubQueue {
 }
 
 struct Inner {
+    /// Events, oldest first, and the `lagged` markers of a replay.
     events: VecDeque<Arc<Event>>,
-    /// Events dropped since the last one queued.
+    /// Events dropped just before the front of `events`.
     missed: u64,
+    /// Replayed events still queued: they may exceed the capacity (the global ring bounds
+    /// them, and a reconnecting client must get all that it still holds).
+    replayed: usize,
     closed: bool,
     /// Readers asleep on `cond`: only then is a (syscall-costly) notify needed.
     sleepers: u32,
@@ -44,6 +50,7 @@ impl SubQueue {
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
                 missed: 0,
+                replayed: 0,
                 closed: false,
                 sleepers: 0,
                 waker: None,
@@ -69,27 +76,24 @@ impl SubQueue {
         }
     }
 
-    /// Queues `ev` without ever blocking; counts it as missed if the queue is full.
+    /// Queues `ev` without ever blocking; if the queue is full, its oldest event makes
+    /// room and is counted as missed.
     pub(crate) fn push(&self, ev: Arc<Event>) {
         let mut q = self.lock();
         if q.closed {
             return;
         }
-        let room = self.capacity - q.events.len().min(self.capacity);
-        if q.missed > 0 {
-            // The marker and the event must both fit, so the marker lands in place.
-            if room >= 2 {
-                let missed = std::mem::take(&mut q.missed);
-                q.events.push_back(Arc::new(Event::lagged(missed)));
-                q.events.push_back(ev);
-            } else {
-                q.missed += 1;
-            }
-        } else if room >= 1 {
-            q.events.push_back(ev);
-        } else {
-            q.missed = 1;
+        while q.events.len() >= self.capacity + q.replayed {
+            let Some(old) = q.events.pop_front() else {
+                break;
+            };
+            q.replayed = q.replayed.saturating_sub(1);
+            q.missed += match old.kind {
+                EventKind::Lagged => old.position().unwrap_or(0),
+                _ => 1,
+            };
         }
+        q.events.push_back(ev);
         let waker = q.waker.take();
         let sleepers = q.sleepers;
         drop(q);
@@ -101,26 +105,26 @@ impl SubQueue {
         }
     }
 
-    /// Queues the events a subscription asked to replay (and a marker for those already
-    /// gone), beyond the capacity: the global ring bounds them, and a reconnecting client
-    /// must miss nothing that it still holds.
+    /// Queues the events a subscription asked to replay, after a marker for those already
+    /// gone.
     pub(crate) fn replay(&self, missed: u64, events: Vec<Arc<Event>>) {
         let mut q = self.lock();
+        let before = q.events.len();
         if missed > 0 {
             q.events.push_back(Arc::new(Event::lagged(missed)));
         }
         q.events
             .extend(events.into_iter().filter(|e| self.wants(e)));
+        q.replayed += q.events.len() - before;
     }
 
     fn pop(q: &mut Inner) -> Option<Arc<Event>> {
-        if let Some(ev) = q.events.pop_front() {
-            return Some(ev);
-        }
         if q.missed > 0 {
             return Some(Arc::new(Event::lagged(std::mem::take(&mut q.missed))));
         }
-        None
+        let ev = q.events.pop_front()?;
+        q.replayed = q.replayed.saturating_sub(1);
+        Some(ev)
     }
 
     pub(crate) fn try_pop(&self) -> Option<Arc<Event>> {
@@ -198,37 +202,56 @@ impl SubQueue {
 /// For a callback subscription, dropping or closing it stops the callbacks.
 pub struct Subscription {
     pub(crate) queue: Arc<SubQueue>,
+    pub(crate) head: u64,
+    /// In a child forked after it began, the subscription has ended, and its queue is
+    /// not touched: a thread the child does not have may have held its lock.
+    pub(crate) birth: Birth,
 }
 
 impl Subscription {
+    /// The seq of the newest event before the live stream began: a client that resumes
+    /// from here (`since`) misses nothing.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The queue, unless this process was forked since the subscription began.
+    fn queue(&self) -> Option<&SubQueue> {
+        (!self.birth.forked()).then_some(&*self.queue)
+    }
+
     /// Waits for the next event; `None` once the subscription has ended.
     pub fn recv(&self) -> Option<Arc<Event>> {
-        self.queue.pop_timeout(None)
+        self.queue()?.pop_timeout(None)
     }
 
     /// Waits up to `timeout`; `None` on timeout or end (see [`Subscription::is_closed`]).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Arc<Event>> {
-        self.queue.pop_timeout(Some(timeout))
+        self.queue()?.pop_timeout(Some(timeout))
     }
 
     /// The next event if one is ready.
     pub fn try_recv(&self) -> Option<Arc<Event>> {
-        self.queue.try_pop()
+        self.queue()?.try_pop()
     }
 
     /// The next event, awaited; `None` once the subscription has ended.
     pub async fn next_async(&self) -> Option<Arc<Event>> {
-        std::future::poll_fn(|cx| self.queue.poll_pop(cx)).await
+        let queue = self.queue()?;
+        std::future::poll_fn(|cx| queue.poll_pop(cx)).await
     }
 
-    /// True once closed (by `close` or the engine closing); events still queued can be read.
+    /// True once closed (by `close`, the engine closing, or a fork); events still queued
+    /// can be read.
     pub fn is_closed(&self) -> bool {
-        self.queue.is_closed()
+        self.queue().is_none_or(SubQueue::is_closed)
     }
 
     /// Stops the stream; the engine forgets it at its next event.
     pub fn close(&self) {
-        self.queue.close();
+        if let Some(q) = self.queue() {
+            q.close();
+        }
     }
 }
 
@@ -241,56 +264,70 @@ impl Iterator for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.queue.close();
+        self.close();
     }
+}
+
+/// The resource filter of a subscription.
+pub(crate) fn filter_of(resources: Option<&[String]>) -> Option<HashSet<Arc<str>>> {
+    resources.map(|rs| rs.iter().map(|r| Arc::from(r.as_str())).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::EventKind;
 
     fn ev(seq: u64) -> Arc<Event> {
-        let mut e = Event::lagged(0);
-        e.kind = EventKind::Acquired;
-        e.seq = seq;
-        Arc::new(e)
+        Arc::new(Event {
+            seq,
+            ..Event::blank(0.0, EventKind::Acquired)
+        })
+    }
+
+    fn drain(q: &SubQueue) -> Vec<(EventKind, u64)> {
+        std::iter::from_fn(|| q.try_pop())
+            .map(|e| (e.kind, e.position().unwrap_or(e.seq)))
+            .collect()
     }
 
     #[test]
-    fn a_full_queue_marks_the_gap_where_events_were_lost() {
+    fn a_full_queue_drops_its_oldest_and_marks_the_gap_before_what_it_kept() {
         let q = SubQueue::new(None, 3, None);
         for seq in 1..=6 {
             q.push(ev(seq));
         }
-        let got: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
-        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 0]);
-        assert_eq!(got[3].kind, EventKind::Lagged);
-        assert_eq!(got[3].position(), Some(3));
+        use EventKind::{Acquired as A, Lagged as L};
+        assert_eq!(drain(&q), [(L, 3), (A, 4), (A, 5), (A, 6)]);
         q.push(ev(7));
-        q.push(ev(8));
-        assert_eq!(q.try_pop().map(|e| e.seq), Some(7));
+        assert_eq!(drain(&q), [(A, 7)]);
     }
 
     #[test]
-    fn the_marker_comes_before_newer_events() {
-        let q = SubQueue::new(None, 3, None);
-        for seq in 1..=5 {
+    fn a_second_gap_gets_its_own_marker() {
+        let q = SubQueue::new(None, 2, None);
+        for seq in 1..=3 {
             q.push(ev(seq));
         }
-        assert_eq!(q.try_pop().map(|e| e.seq), Some(1));
-        assert_eq!(q.try_pop().map(|e| e.seq), Some(2));
-        q.push(ev(6));
-        let rest: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
-        let kinds: Vec<_> = rest.iter().map(|e| (e.kind, e.seq)).collect();
+        use EventKind::{Acquired as A, Lagged as L};
+        assert_eq!(q.try_pop().map(|e| e.kind), Some(L));
+        for seq in 4..=6 {
+            q.push(ev(seq));
+        }
+        assert_eq!(drain(&q), [(L, 3), (A, 5), (A, 6)]);
+    }
+
+    #[test]
+    fn a_replay_is_kept_whole_beyond_the_capacity() {
+        let q = SubQueue::new(None, 2, None);
+        q.replay(4, (5..=9).map(ev).collect());
+        q.push(ev(10));
+        q.push(ev(11));
+        use EventKind::{Acquired as A, Lagged as L};
+        let got = drain(&q);
+        assert_eq!(got[0], (L, 4));
         assert_eq!(
-            kinds,
-            [
-                (EventKind::Acquired, 3),
-                (EventKind::Lagged, 0),
-                (EventKind::Acquired, 6)
-            ]
+            got[1..],
+            [(A, 5), (A, 6), (A, 7), (A, 8), (A, 9), (A, 10), (A, 11)]
         );
-        assert_eq!(rest[1].position(), Some(2));
     }
 }

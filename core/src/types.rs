@@ -1,13 +1,13 @@
-//! Plain data types shared by the state machine, the handle and the bindings.
+//! Plain data types shared by the state machine, the links, the wire and the bindings:
+//! names, modes, ids, secrets, listings, and the checks of what a client sends.
 
 use std::fmt;
-use std::num::NonZeroU64;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -21,12 +21,14 @@ pub const MAX_METADATA_LEN: usize = 64 * 1024;
 pub const DEFAULT_PRIORITY: u8 = 100;
 
 /// How a lease holds its resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Mode {
     /// Conflicts with everything.
     Exclusive,
     /// Compatible with other shared holders (alias `observer`).
+    #[serde(alias = "observer")]
     Shared,
 }
 
@@ -63,7 +65,9 @@ impl fmt::Display for Mode {
 }
 
 /// What `check` asks about a session and a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Action {
     /// True iff the session holds the resource exclusively.
     Control,
@@ -85,8 +89,9 @@ impl FromStr for Action {
 }
 
 /// What happens to a session whose TTL runs out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OnExpire {
     /// The session ends and its leases are released.
     #[default]
@@ -108,40 +113,13 @@ impl FromStr for OnExpire {
     }
 }
 
-/// Why a lease was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LostReason {
-    Preempted,
-    Expired,
-    ForceReleased,
-    SessionExpired,
-}
-
-impl LostReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LostReason::Preempted => "preempted",
-            LostReason::Expired => "expired",
-            LostReason::ForceReleased => "force_released",
-            LostReason::SessionExpired => "session_expired",
-        }
-    }
-}
-
-impl fmt::Display for LostReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A session's public id: a UUIDv4, shown as its hyphenated string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(uuid::Uuid);
 
 impl SessionId {
-    pub(crate) fn random() -> Self {
-        SessionId(uuid::Uuid::new_v4())
+    pub(crate) fn from_random(bytes: [u8; 16]) -> Self {
+        SessionId(uuid::Builder::from_random_bytes(bytes).into_uuid())
     }
 }
 
@@ -166,300 +144,148 @@ impl Serialize for SessionId {
     }
 }
 
-/// A lease's secret token (UUIDv4). Never shown in status, listings, events or history;
-/// its `Debug` output is redacted.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Token(uuid::Uuid);
-
-impl Token {
-    pub(crate) fn random() -> Self {
-        Token(uuid::Uuid::new_v4())
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
-impl fmt::Debug for Token {
+/// A secret that proves who may act: a 122-bit random value written as a UUIDv4 string.
+/// It is shown only through [`Token::expose`] (and to its owner on the wire); its `Debug`
+/// and `Display` print `***`, so that it never reaches a log by accident.
+macro_rules! secret_type {
+    ($(#[$doc:meta])* $name:ident, $malformed:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(uuid::Uuid);
+
+        impl $name {
+            pub(crate) fn from_random(bytes: [u8; 16]) -> Self {
+                $name(uuid::Builder::from_random_bytes(bytes).into_uuid())
+            }
+
+            /// The secret itself, for its owner to keep and hand back.
+            pub fn expose(&self) -> String {
+                self.0.hyphenated().to_string()
+            }
+
+            /// The one-way form that the engine keeps where it must not keep the secret
+            /// (the journal, and leases restored from it).
+            pub fn hash(&self) -> SecretHash {
+                SecretHash::of(self.0.as_bytes())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}(***)", stringify!($name))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("***")
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                uuid::Uuid::parse_str(s)
+                    .map($name)
+                    .map_err(|_| $malformed)
+            }
+        }
+
+        /// Serialized as the secret itself: only ever sent to its owner.
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(&self.0.hyphenated())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+secret_type!(
+    /// A lease's secret token: it releases and renews the lease. Never shown in status,
+    /// listings, events or history.
+    Token,
+    // A malformed token is not current either: every binding says so alike.
+    Error::InvalidToken("a token that is not a UUID string".into())
+);
+
+secret_type!(
+    /// A session's secret, returned once when the session opens: it lets a client resume
+    /// the session (after a reconnect or a restart) and act as it over the network.
+    Secret,
+    Error::PermissionDenied("a session secret that is not a UUID string".into())
+);
+
+/// The first 16 bytes of a secret's SHA-256: enough to check a 122-bit random secret,
+/// useless for finding it. Compared in constant time.
+#[derive(Clone, Copy, Eq)]
+pub struct SecretHash([u8; 16]);
+
+impl SecretHash {
+    fn of(bytes: &[u8]) -> Self {
+        let digest = Sha256::digest(bytes);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        SecretHash(out)
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(s: &str) -> Result<Self> {
+        let bad = || Error::invalid("a secret hash is 32 hexadecimal digits");
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(SecretHash(out))
+    }
+}
+
+impl PartialEq for SecretHash {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
+    }
+}
+
+impl std::hash::Hash for SecretHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl fmt::Debug for SecretHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-/// The token as a string, for the holder to keep and hand back on release.
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-impl FromStr for Token {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        uuid::Uuid::parse_str(s)
-            .map(Token)
-            .map_err(|_| Error::invalid("token is not a UUID string"))
-    }
-}
-
-/// The one cell shared between a [`crate::Lease`] and the engine's record of it: the
-/// actor sets it at the moment the lease ends, so `valid` and `lost_reason` are exact.
-///
-/// Cells come in pages of 64, one allocation for 64 leases. A cell is never reused: a page
-/// is freed when the last lease and `Lease` on it are gone.
-#[derive(Debug, Clone)]
-pub struct LeaseCell {
-    page: Arc<CellPage>,
-    slot: u8,
-}
-
-pub(crate) const CELLS_PER_PAGE: usize = 64;
-
-#[derive(Debug)]
-pub(crate) struct CellPage([AtomicU8; CELLS_PER_PAGE]);
-
-impl Default for CellPage {
-    fn default() -> Self {
-        CellPage(std::array::from_fn(|_| AtomicU8::new(CellPage::HELD)))
-    }
-}
-
-/// Hands out fresh cells (each held) as a page and a slot in it.
-#[derive(Debug, Default)]
-pub(crate) struct Cells {
-    page: Arc<CellPage>,
-    used: usize,
-}
-
-impl Cells {
-    pub(crate) fn fresh(&mut self) -> (Arc<CellPage>, u8) {
-        if self.used == CELLS_PER_PAGE {
-            *self = Cells::default();
-        }
-        self.used += 1;
-        (self.page.clone(), (self.used - 1) as u8)
-    }
-}
-
-/// Where a lease stands, as its [`LeaseCell`] tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseState {
-    Held,
-    Released,
-    Lost(LostReason),
-    /// The engine closed while it was held.
-    Closed,
-}
-
-impl LeaseCell {
-    pub(crate) fn new(page: Arc<CellPage>, slot: u8) -> Self {
-        LeaseCell { page, slot }
-    }
-
-    pub fn get(&self) -> LeaseState {
-        self.page.get(self.slot)
-    }
-
-    /// Moves a held lease to `to`; returns where it stood before (`Held` iff it moved).
-    pub(crate) fn leave_held(&self, to: LeaseState) -> LeaseState {
-        self.page.leave_held(self.slot, to)
-    }
-}
-
-impl CellPage {
-    const HELD: u8 = 0;
-    const RELEASED: u8 = 1;
-
-    fn decode(v: u8) -> LeaseState {
-        match v {
-            Self::HELD => LeaseState::Held,
-            Self::RELEASED => LeaseState::Released,
-            2 => LeaseState::Lost(LostReason::Preempted),
-            3 => LeaseState::Lost(LostReason::Expired),
-            4 => LeaseState::Lost(LostReason::ForceReleased),
-            5 => LeaseState::Lost(LostReason::SessionExpired),
-            _ => LeaseState::Closed,
-        }
-    }
-
-    fn encode(state: LeaseState) -> u8 {
-        match state {
-            LeaseState::Held => Self::HELD,
-            LeaseState::Released => Self::RELEASED,
-            LeaseState::Lost(LostReason::Preempted) => 2,
-            LeaseState::Lost(LostReason::Expired) => 3,
-            LeaseState::Lost(LostReason::ForceReleased) => 4,
-            LeaseState::Lost(LostReason::SessionExpired) => 5,
-            LeaseState::Closed => 6,
-        }
-    }
-
-    pub(crate) fn get(&self, slot: u8) -> LeaseState {
-        Self::decode(self.0[usize::from(slot)].load(Ordering::Acquire))
-    }
-
-    /// A cell leaves `Held` once, to whichever end comes first: the holder's release
-    /// (which does not wait for the actor) or the actor's. Returns the state before.
-    pub(crate) fn leave_held(&self, slot: u8, to: LeaseState) -> LeaseState {
-        let cell = &self.0[usize::from(slot)];
-        match cell.compare_exchange(
-            Self::HELD,
-            Self::encode(to),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => LeaseState::Held,
-            Err(v) => Self::decode(v),
-        }
-    }
-}
-
-/// What kind of thing an [`Event`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    SessionOpened,
-    SessionClosed,
-    SessionExpired,
-    SessionStale,
-    SessionRevived,
-    Acquired,
-    Released,
-    Expired,
-    ForceReleased,
-    Preempted,
-    Queued,
-    Dequeued,
-    /// Only in subscriptions: `position` events were missed here.
-    Lagged,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::SessionOpened => "session_opened",
-            EventKind::SessionClosed => "session_closed",
-            EventKind::SessionExpired => "session_expired",
-            EventKind::SessionStale => "session_stale",
-            EventKind::SessionRevived => "session_revived",
-            EventKind::Acquired => "acquired",
-            EventKind::Released => "released",
-            EventKind::Expired => "expired",
-            EventKind::ForceReleased => "force_released",
-            EventKind::Preempted => "preempted",
-            EventKind::Queued => "queued",
-            EventKind::Dequeued => "dequeued",
-            EventKind::Lagged => "lagged",
-        }
-    }
-}
-
-/// Something that happened; there is never a token. Fields that do not apply are `None`,
-/// the same for the accessors. For `lagged`, `position` holds the number of events missed.
-///
-/// Kept small (72 bytes), since the engine holds an event for each held lease in that
-/// resource's history: a session's id and name are one shared pointer, and a fence and a
-/// position share one slot (no kind of event has both).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub seq: u64,
-    /// Unix seconds.
-    pub at: f64,
-    pub kind: EventKind,
-    pub resource: Option<Arc<str>>,
-    pub mode: Option<Mode>,
-    pub priority: Option<u8>,
-    pub(crate) session: Option<Arc<SessionTag>>,
-    /// The fence of a lease's event, the position of `queued`, the count of `lagged`.
-    pub(crate) number: Option<NonZeroU64>,
-    pub(crate) reason: Option<Arc<str>>,
-}
-
-/// A session's id and name, shared by its record and all its events.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct SessionTag {
-    pub(crate) id: SessionId,
-    pub(crate) name: Arc<str>,
-}
-
-impl Event {
-    pub(crate) fn lagged(missed: u64) -> Self {
-        Event {
-            seq: 0,
-            at: 0.0,
-            kind: EventKind::Lagged,
-            resource: None,
-            mode: None,
-            priority: None,
-            session: None,
-            number: NonZeroU64::new(missed),
-            reason: None,
-        }
-    }
-
-    pub fn session_id(&self) -> Option<SessionId> {
-        self.session.as_ref().map(|s| s.id)
-    }
-
-    pub fn session_name(&self) -> Option<&str> {
-        self.session.as_ref().map(|s| &*s.name)
-    }
-
-    /// The fence of the lease that the event is about.
-    pub fn fence(&self) -> Option<u64> {
-        self.number
-            .filter(|_| !matches!(self.kind, EventKind::Queued | EventKind::Lagged))
-            .map(NonZeroU64::get)
-    }
-
-    /// The 1-based queue position of `queued`; the number of events missed for `lagged`.
-    pub fn position(&self) -> Option<u64> {
-        self.number
-            .filter(|_| matches!(self.kind, EventKind::Queued | EventKind::Lagged))
-            .map(NonZeroU64::get)
-    }
-
-    pub fn reason(&self) -> Option<&str> {
-        self.reason.as_deref()
-    }
-}
-
-/// Every field by name, as in the Python and C APIs.
-impl Serialize for Event {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Fields<'a> {
-            seq: u64,
-            at: f64,
-            kind: EventKind,
-            resource: Option<&'a str>,
-            session_id: Option<SessionId>,
-            session_name: Option<&'a str>,
-            mode: Option<Mode>,
-            fence: Option<u64>,
-            priority: Option<u8>,
-            position: Option<u64>,
-            reason: Option<&'a str>,
-        }
-        Fields {
-            seq: self.seq,
-            at: self.at,
-            kind: self.kind,
-            resource: self.resource.as_deref(),
-            session_id: self.session_id(),
-            session_name: self.session_name(),
-            mode: self.mode,
-            fence: self.fence(),
-            priority: self.priority,
-            position: self.position(),
-            reason: self.reason(),
-        }
-        .serialize(s)
+        f.write_str("SecretHash(***)")
     }
 }
 
 /// One holder of a resource, as `status` shows it (no token).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HolderInfo {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub session_id: SessionId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub session_name: Arc<str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Arc<serde_json::Value>,
     pub mode: Mode,
     pub fence: u64,
@@ -470,13 +296,17 @@ pub struct HolderInfo {
     pub remaining: Option<f64>,
     /// True while the holder's session is stale.
     pub stale: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub reason: Option<Arc<str>>,
 }
 
 /// One waiter on a resource, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaiterInfo {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub session_id: SessionId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub session_name: Arc<str>,
     pub mode: Mode,
     pub priority: u8,
@@ -486,8 +316,10 @@ pub struct WaiterInfo {
 }
 
 /// A resource's holders and queue.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourceStatus {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub resource: Arc<str>,
     pub locked: bool,
     pub mode: Option<Mode>,
@@ -496,15 +328,20 @@ pub struct ResourceStatus {
 }
 
 /// A session, as `sessions` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: SessionId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub name: Arc<str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Arc<serde_json::Value>,
     pub created_at: f64,
     pub last_seen: f64,
     pub expires_at: Option<f64>,
     pub stale: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub leases: Vec<Arc<str>>,
 }
 
@@ -572,4 +409,38 @@ pub fn ttl_from_secs(what: &str, secs: f64) -> Result<Option<Duration>> {
         Some(d) if d.is_zero() => Err(Error::invalid(format!("{what} must be more than zero"))),
         d => Ok(d),
     }
+}
+
+/// Serde of an optional duration as seconds (a float; `null` for none), as the wire and
+/// the bindings count time. A negative or non-finite number is refused.
+pub(crate) mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<f64>::deserialize(d)? {
+            None => Ok(None),
+            Some(secs) => {
+                super::duration_from_secs("a duration", secs).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+}
+
+/// Where a lease stands, as its holder sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    Held,
+    Released,
+    Lost(crate::error::LostReason),
+    /// The engine closed while it was held.
+    Closed,
 }

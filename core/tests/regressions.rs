@@ -1,10 +1,11 @@
 //! Bugs found in review, one test each (each failed before its fix).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use interlock::*;
+
+const SEED: [u8; 32] = [7; 32];
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -24,32 +25,31 @@ fn open(st: &mut State, now: Duration, name: &str, ttl: Option<Duration>, keep: 
         on_expire: keep.then_some(OnExpire::Keep),
     };
     match st.apply(now, Command::OpenSession(spec)).0 {
-        Ok(Reply::Session(info)) => info.id,
+        Ok(Reply::Opened { session, .. }) => session.id,
         r => panic!("open: {r:?}"),
     }
 }
 
-fn req(wait: WaitId, session: SessionId, r: &str) -> AcquireRequest {
-    AcquireRequest::new(wait, session, vec![r.into()])
+fn req(session: SessionId, r: &str, options: AcquireOptions) -> AcquireRequest {
+    AcquireRequest {
+        session,
+        resources: vec![r.to_string()].into(),
+        options,
+    }
 }
 
 // ----- 1. renew with a shorter TTL does not move the expiry deadline ------------------
 
 #[test]
 fn renew_with_a_shorter_ttl_expires_at_the_new_time() {
-    let mut st = State::new(Config::default(), 0.0);
+    let mut st = State::new(Config::default(), 0.0, SEED);
     let t0 = Duration::ZERO;
     let a = open(&mut st, t0, "a", None, false);
-    let token = match st
-        .apply(
-            t0,
-            Command::Acquire(AcquireRequest {
-                ttl: Some(secs(60)),
-                ..req(1, a, "r")
-            }),
-        )
-        .0
-    {
+    let opts = AcquireOptions {
+        ttl: Some(secs(60)),
+        ..Default::default()
+    };
+    let token = match st.apply(t0, Command::Acquire(req(a, "r", opts))).0 {
         Ok(Reply::Granted(g)) => g[0].token,
         r => panic!("acquire: {r:?}"),
     };
@@ -70,7 +70,10 @@ fn renew_with_a_shorter_ttl_expires_at_the_new_time() {
         Some(secs(1)),
         "deadline still at the old 60 s expiry"
     );
-    match st.apply(secs(2), Command::Status("r".into())).0 {
+    let status = Command::Status {
+        resource: "r".into(),
+    };
+    match st.apply(secs(2), status).0 {
         Ok(Reply::Status(s)) => assert!(!s.locked, "lease renewed to 1 s still held at 2 s"),
         r => panic!("status: {r:?}"),
     }
@@ -80,33 +83,31 @@ fn renew_with_a_shorter_ttl_expires_at_the_new_time() {
 
 #[test]
 fn a_lock_freed_before_the_waiters_deadline_is_granted_not_timed_out() {
-    let mut st = State::new(Config::default(), 0.0);
+    let mut st = State::new(Config::default(), 0.0, SEED);
     let t0 = Duration::ZERO;
     let a = open(&mut st, t0, "a", None, false);
     let b = open(&mut st, t0, "b", None, false);
-    let r = st.apply(
-        t0,
-        Command::Acquire(AcquireRequest {
-            ttl: Some(secs(3)),
-            ..req(1, a, "r")
-        }),
-    );
+    let held = AcquireOptions {
+        ttl: Some(secs(3)),
+        ..Default::default()
+    };
+    let r = st.apply(t0, Command::Acquire(req(a, "r", held)));
     assert!(matches!(r.0, Ok(Reply::Granted(_))));
-    let r = st.apply(
-        t0,
-        Command::Acquire(AcquireRequest {
-            timeout: Some(secs(5)),
-            ..req(2, b, "r")
-        }),
-    );
-    assert!(matches!(r.0, Ok(Reply::Queued { .. })));
+    let waits = AcquireOptions {
+        timeout: Some(secs(5)),
+        ..Default::default()
+    };
+    let wait = match st.apply(t0, Command::Acquire(req(b, "r", waits))).0 {
+        Ok(Reply::Queued { wait, .. }) => wait,
+        r => panic!("b should wait: {r:?}"),
+    };
     // The engine first looks at t = 10 s (a busy actor, or a manual clock): the lease
     // ended at 3 s, before b's deadline at 5 s, so b must have the lock.
     let (_, fx) = st.apply(secs(10), Command::Tick);
     let outcome = fx
         .completions
         .iter()
-        .find(|(w, _)| *w == 2)
+        .find(|(w, _)| *w == wait)
         .map(|(_, o)| o.clone());
     assert!(
         matches!(outcome, Some(Ok(_))),
@@ -245,10 +246,32 @@ fn subscribe_since_replays_everything_the_global_ring_still_holds() {
     );
 }
 
-// ----- 7. the last handle dropped on the actor thread joins the actor itself -----------
+// ----- 7. the last handle dropped on the actor thread joins the actor (or the dispatcher,
+//          which waits for the actor) ------------------------------------------------
 
 #[test]
-fn the_last_handle_dropped_on_the_actor_thread_does_not_panic_it() {
+#[cfg(target_os = "linux")]
+fn the_last_handle_dropped_on_the_actor_thread_neither_panics_nor_hangs_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Mutex};
+
+    /// The id of the calling thread in /proc/self/task.
+    fn os_thread_id() -> u64 {
+        let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+        let tid = link.file_name().and_then(|t| t.to_str()).expect("a tid");
+        tid.parse().expect("a numeric tid")
+    }
+
+    /// Tells, when dropped, on which thread (name and OS id) that happened.
+    struct TellsWhereDropped(mpsc::Sender<(String, u64)>);
+
+    impl Drop for TellsWhereDropped {
+        fn drop(&mut self) {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            let _ = self.0.send((name, os_thread_id()));
+        }
+    }
+
     static ACTOR_PANICKED: AtomicBool = AtomicBool::new(false);
     static MSG: Mutex<String> = Mutex::new(String::new());
     let prev = std::panic::take_hook();
@@ -263,7 +286,8 @@ fn the_last_handle_dropped_on_the_actor_thread_does_not_panic_it() {
         prev(info);
     }));
 
-    let eng = Handle::new(Config::default()).unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000.0));
+    let eng = Handle::with_clock(Config::default(), clock.clone()).unwrap();
     let s = eng.open_session(SessionSpec::named("a")).unwrap();
     let lease = s
         .acquire(
@@ -274,23 +298,86 @@ fn the_last_handle_dropped_on_the_actor_thread_does_not_panic_it() {
             },
         )
         .unwrap();
-    // A callback that keeps the engine at hand (to query status, say).
+    // A callback that keeps the engine at hand (to query status, say). It never runs: it
+    // wants events of a resource nobody uses.
     let h2 = eng.clone();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let tell = TellsWhereDropped(dropped_tx);
     let sub = eng
-        .subscribe_callback(None, None, move |_| {
-            let _ = &h2;
+        .subscribe_callback(Some(&["unused".to_string()]), None, move |_| {
+            let _ = (&h2, &tell);
         })
         .unwrap();
     drop(sub);
     drop(lease);
     drop(s);
     drop(eng);
-    // The lease expires; the actor publishes, forgets the closed subscription, drops its
-    // callback and with it the last handle: Inner::drop joins the actor from the actor.
-    std::thread::sleep(ms(600));
+    // Only now does the lease expire, on the engine's clock; the actor sees it when it
+    // wakes for the deadline. It publishes the expiry, forgets the closed subscription,
+    // drops its callback and with it the last handle: the link closes on the actor thread.
+    clock.advance(ms(200));
+    let (thread, tid) = dropped
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the actor forgot the closed subscription");
+    assert_eq!(thread, "interlock-actor", "the last handle went elsewhere");
+    // The actor finishes by itself: it neither panics nor hangs.
+    let task = format!("/proc/self/task/{tid}");
+    for _ in 0..1000 {
+        if !std::path::Path::new(&task).exists() {
+            break;
+        }
+        std::thread::sleep(ms(10));
+    }
+    assert!(
+        !std::path::Path::new(&task).exists(),
+        "the actor thread never ended after the last handle dropped on it"
+    );
     assert!(
         !ACTOR_PANICKED.load(Ordering::SeqCst),
         "actor thread panicked: {}",
         MSG.lock().unwrap()
     );
+}
+
+// ----- 8. a subscriber that reads nothing keeps the newest events -----------------------
+
+#[test]
+fn a_subscriber_that_reads_nothing_keeps_the_newest_events_after_a_lagged_marker() {
+    let eng = Handle::new(Config::default()).unwrap(); // subscriber buffer 1,024
+    let sub = eng.subscribe(None, None).unwrap();
+    let s = eng.open_session(SessionSpec::named("a")).unwrap();
+    for _ in 0..30_000 {
+        s.acquire("r", &AcquireOptions::default())
+            .unwrap()
+            .release()
+            .unwrap();
+    }
+    // The releases went ahead of this acquire: once it returns, every event before its
+    // own is published, and its own too.
+    let last = s.acquire("last", &AcquireOptions::default()).unwrap();
+    let got: Vec<_> = std::iter::from_fn(|| sub.try_recv()).collect();
+    assert_eq!(got[0].kind, EventKind::Lagged, "{:?}", got[0]);
+    let missed = got[0]
+        .position()
+        .expect("a lagged marker counts what it missed");
+    let kept = &got[1..];
+    assert!(
+        kept.windows(2).all(|w| w[0].seq < w[1].seq),
+        "kept events out of order"
+    );
+    assert!(kept.iter().all(|e| e.kind != EventKind::Lagged));
+    let newest = kept.last().unwrap();
+    assert_eq!(
+        (newest.kind, newest.resource.as_deref(), newest.fence()),
+        (EventKind::Acquired, Some("last"), Some(last.fence())),
+        "the newest event is kept"
+    );
+    // Events 1 (the session opening) to the last acquire's: each missed or kept.
+    assert_eq!(missed + kept.len() as u64, newest.seq);
+    assert_eq!(
+        kept[0].seq,
+        missed + 1,
+        "the marker stands where events are missing"
+    );
+    assert_eq!(kept.len(), Config::default().subscriber_buffer);
 }

@@ -276,12 +276,14 @@ fn maintenance_preempts_a_running_plan_and_every_client_sees_it_live() {
         "the queued plan still waits its turn"
     );
     m.release().unwrap();
-    waiting.wait(Some(secs(5))).unwrap();
+    let next = waiting.wait(Some(secs(5))).unwrap();
+    // A last, known event: everything the watcher sees up to it is what happened.
+    next[0].release().unwrap();
 
-    let seen: Vec<(EventKind, String)> =
-        std::iter::from_fn(|| watch.recv_timeout(Duration::from_millis(200)))
-            .map(|e| (e.kind, e.session_name().unwrap_or("").to_string()))
-            .collect();
+    let seen: Vec<(EventKind, String)> = (0..7)
+        .map(|_| watch.recv_timeout(secs(5)).expect("an event within 5 s"))
+        .map(|e| (e.kind, e.session_name().unwrap_or("").to_string()))
+        .collect();
     use EventKind::*;
     let expect = [
         (Acquired, "ExecutingPlan"),
@@ -290,6 +292,7 @@ fn maintenance_preempts_a_running_plan_and_every_client_sees_it_live() {
         (Acquired, "Maintenance"),
         (Released, "Maintenance"),
         (Acquired, "QueuedPlan"),
+        (Released, "QueuedPlan"),
     ];
     let expect: Vec<(EventKind, String)> =
         expect.iter().map(|(k, n)| (*k, n.to_string())).collect();

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs the fuzz targets of core/fuzz, one after the other:
+#   state_vs_model  interlock::State against the reference model (tests/model/mod.rs)
+#   wire_decode     the JSON decoders of the wire protocol (ClientMsg, ServerMsg, Command,
+#                   Reply, Event): no panic, and what decodes round-trips
+#
+# Usage: run.sh [SECONDS]            SECONDS in all (default 60), 5/6 to state_vs_model
+#                                    and 1/6 to wire_decode (60: 50 s + 10 s)
+#        run.sh STATE_SECS WIRE_SECS  each target for its own time; 0 skips a target
+#
+# Needs a nightly toolchain (libFuzzer's instrumentation); without one it says so and
+# succeeds, so that a machine without nightly can still run the other checks. Exits
+# non-zero if a target finds a crash (a difference, a panic), leaving the input that made
+# it under core/fuzz/artifacts/<target>/; the other target still runs.
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 [SECONDS] | $0 STATE_SECS WIRE_SECS" >&2
+    exit 2
+}
+number() {
+    case "$1" in
+    '' | *[!0-9]*) usage ;;
+    esac
+}
+case $# in
+0 | 1)
+    total="${1:-60}"
+    number "$total"
+    wire=$((total / 6))
+    state=$((total - wire))
+    ;;
+2)
+    number "$1"
+    number "$2"
+    state="$1"
+    wire="$2"
+    ;;
+*) usage ;;
+esac
+cd "$(dirname "$0")"
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz: skipped, no nightly toolchain (rustup toolchain install nightly)"
+    exit 0
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+fi
+
+failed=()
+# fuzz TARGET SECONDS [CORPUS_DIR...] [-- LIBFUZZER_FLAGS...]
+fuzz() {
+    local target="$1" seconds="$2"
+    shift 2
+    if [ "$seconds" -eq 0 ]; then
+        echo "fuzz: $target skipped (0 s)"
+        return
+    fi
+    # The corpus grows from run to run; keep it (it is ignored by git) to start further on.
+    mkdir -p "corpus/$target"
+    echo "fuzz: $target for ${seconds}s"
+    # -rss_limit_mb: the model keeps every event of a run; well under this.
+    if ! cargo +nightly fuzz run "$target" "corpus/$target" "$@" \
+        -max_total_time="$seconds" -rss_limit_mb=4096 -print_final_stats=1; then
+        failed+=("$target")
+    fi
+}
+
+fuzz state_vs_model "$state" --
+# Seeds: one valid message of each kind; the dictionary: the protocol's names.
+fuzz wire_decode "$wire" seeds/wire_decode -- -dict=wire_decode.dict
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "fuzz: FAILED: ${failed[*]} (inputs under core/fuzz/artifacts/)" >&2
+    exit 1
+fi
+echo "fuzz: no crash"
