@@ -1,6 +1,10 @@
 /*
  * interlock: an embedded lock engine for lab and hardware-control software. C API.
  *
+ * An interlock_engine is an engine in this process (interlock_engine_new) or a
+ * connection to one that a server serves (interlock_engine_connect); every function
+ * takes either. interlock_engine_serve serves an engine to other processes.
+ *
  * Conventions of every function:
  * - Returns an interlock_status: INTERLOCK_OK (0) or a failure code; on failure
  *   interlock_last_error() gives this thread's message. Out-pointers (the parameters
@@ -58,7 +62,8 @@ enum interlock_status
    */
   INTERLOCK_TIMEOUT = 1,
   /**
-   * The token is not current for the resource (never was, or was already released).
+   * The token is not current for the resource (never was, is malformed, or was already
+   * released).
    */
   INTERLOCK_INVALID_TOKEN = 2,
   /**
@@ -103,6 +108,15 @@ enum interlock_status
    * The wait was cancelled (`interlock_ticket_cancel`).
    */
   INTERLOCK_CANCELLED = 12,
+  /**
+   * An engine reached through `interlock_engine_connect` cannot reach its server; it
+   * keeps trying to reconnect (waits in flight fail with this).
+   */
+  INTERLOCK_CONNECTION_LOST = 13,
+  /**
+   * The server refused the call: no token, or one whose role does not allow it.
+   */
+  INTERLOCK_PERMISSION_DENIED = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -113,12 +127,24 @@ typedef uint32_t interlock_status;
 #endif // __cplusplus
 
 /**
- * An engine: one lock table, its actor thread and its dispatcher thread.
+ * An engine: one lock table, its actor thread and its dispatcher thread; or, from
+ * `interlock_engine_connect`, a connection to the engine a server serves, with the same
+ * functions and results.
  *
- * Opaque. Created by `interlock_engine_new`, freed by `interlock_engine_free`. Every
- * function taking an engine may be called from any number of threads at once.
+ * Opaque. Created by `interlock_engine_new` or `interlock_engine_connect`, freed by
+ * `interlock_engine_free`. Every function taking an engine may be called from any number
+ * of threads at once.
  */
 typedef struct interlock_engine interlock_engine;
+
+/**
+ * A running server of an engine.
+ *
+ * Opaque. Created by `interlock_engine_serve`, stopped and freed by
+ * `interlock_server_free`. `interlock_server_url` may be called from any thread, but not
+ * concurrently with `interlock_server_free`.
+ */
+typedef struct interlock_server interlock_server;
 
 /**
  * A live subscription.
@@ -158,6 +184,19 @@ typedef struct interlock_config {
    * its leases stay until broken or revived). Read during `interlock_engine_new` only.
    */
   const char *on_session_expire;
+  /**
+   * A SQLite file for the engine's journal, or NULL for none. With one, a restart on
+   * the same file loses no acknowledged lock (and `interlock_release` returns once the
+   * release is written); the history is a table `sqlite3 FILE` can query. Read during
+   * `interlock_engine_new` only; a file another engine holds, of a newer schema, or
+   * damaged, is `INTERLOCK_INVALID_ARGUMENT`.
+   */
+  const char *journal;
+  /**
+   * After a restart on a journal, seconds every session has (at least; its TTL if
+   * longer) to heartbeat or resume before it expires.
+   */
+  double journal_grace;
 } interlock_config;
 
 /**
@@ -179,7 +218,8 @@ typedef struct interlock_lost_notice {
    */
   uint64_t fence;
   /**
-   * Why: `"preempted"`, `"expired"`, `"force_released"` or `"session_expired"`.
+   * Why: `"preempted"`, `"expired"`, `"force_released"`, `"session_expired"` or (for
+   * an engine reached through `interlock_engine_connect`) `"connection_lost"`.
    */
   const char *reason;
 } interlock_lost_notice;
@@ -242,11 +282,8 @@ typedef struct interlock_acquire_options {
 } interlock_acquire_options;
 
 /**
- * A granted lease. Plain data owned by the caller; nothing in it needs freeing.
- *
- * The engine remembers each lease it granted through this API until it is released
- * (or reported lost by `interlock_release` / `interlock_renew`), its session is closed,
- * or the engine is freed; so release every lease, also a lost one.
+ * A granted lease. Plain data owned by the caller; nothing in it needs freeing, and the
+ * library keeps nothing of it: a lease that is lost need not be released.
  */
 typedef struct interlock_lease {
   /**
@@ -315,6 +352,82 @@ typedef struct interlock_event {
  */
 typedef void (*interlock_event_callback)(void *user_data, const struct interlock_event *event);
 
+/**
+ * How to reach a server. Fill it with `interlock_connect_options_init`, then change
+ * fields. Strings are read during `interlock_engine_connect` only.
+ */
+typedef struct interlock_connect_options {
+  /**
+   * The bearer token the server gave this client (a line of its tokens file), or NULL
+   * for a server without tokens.
+   */
+  const char *token;
+  /**
+   * TTL in seconds of a session opened through this engine without one (its
+   * `interlock_session_open` passes `INFINITY`). A remote session always has a TTL: the
+   * library heartbeats it every TTL/3 on a thread of its own, and if the server cannot
+   * be reached for a TTL the session's leases are lost (`"connection_lost"`) before
+   * the server gives them to anyone else. Finite, more than 0.
+   */
+  double session_ttl;
+  /**
+   * A PEM file of certificates to trust for an `https://` server besides the public
+   * roots (a lab's own CA, or the server's self-signed certificate); NULL: none.
+   */
+  const char *ca_file;
+  /**
+   * Seconds `interlock_engine_connect` may take to reach the server. Finite, more
+   * than 0.
+   */
+  double connect_timeout;
+  /**
+   * Whether the library heartbeats the engine's sessions by itself (default true).
+   * false, for a gateway acting for clients of its own: a session opened with a TTL
+   * then lives by the calls made for it (`interlock_session_heartbeat`, acquires), as
+   * an embedded one; one opened without (`INFINITY`) is heartbeated either way.
+   */
+  bool keepalive;
+} interlock_connect_options;
+
+/**
+ * How to serve an engine. Fill it with `interlock_serve_options_init`, then change
+ * fields. Strings are read during `interlock_engine_serve` only (files too: a tokens
+ * file changed later takes effect with the next server).
+ */
+typedef struct interlock_serve_options {
+  /**
+   * `"HOST:PORT"` to listen on, e.g. `"127.0.0.1:7411"` or `"0.0.0.0:7411"`; port 0
+   * picks a free port (`interlock_server_url` tells which). Required.
+   */
+  const char *bind;
+  /**
+   * The path of a tokens file: one `ROLE TOKEN` a line, roles `read`, `client` and
+   * `admin`, tokens of at least 16 characters without spaces; blank lines and `#`
+   * comments are skipped. Clients send a token as `Authorization: Bearer TOKEN`
+   * (`interlock_connect_options.token`). NULL: no authentication, every caller is an
+   * admin, and only a loopback address may be bound.
+   */
+  const char *tokens;
+  /**
+   * A PEM certificate chain for HTTPS and WSS; NULL: plain HTTP. Needs `tls_key`.
+   */
+  const char *tls_cert;
+  /**
+   * The PEM private key of `tls_cert`; NULL if `tls_cert` is NULL.
+   */
+  const char *tls_key;
+  /**
+   * The longest one HTTP acquire waits, in seconds, whatever its `timeout` asks.
+   * Finite, more than 0.
+   */
+  double max_wait;
+  /**
+   * TTL in seconds of a session opened over the network without one. Finite, more
+   * than 0.
+   */
+  double session_ttl;
+} interlock_serve_options;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -336,7 +449,8 @@ const char *interlock_status_name(uint32_t status);
 
 /**
  * Fills `config` with the defaults: no lock TTL, no session TTL (`INFINITY`), a history
- * of 100 events, `on_session_expire = "release"` (a static string).
+ * of 100 events, `on_session_expire = "release"` (a static string), no journal, a
+ * journal grace of 15 s.
  *
  * `config` must not be NULL.
  */
@@ -356,6 +470,11 @@ interlock_status interlock_engine_new(const struct interlock_config *config,
  * Closes the engine without freeing it: pending waits (in any thread) return
  * `INTERLOCK_CLOSED`, subscriptions stop, the engine's threads are joined, and later
  * calls return `INTERLOCK_CLOSED`. Closing twice is harmless.
+ *
+ * For an engine from `interlock_engine_connect` this closes the sessions opened through
+ * it first (their locks go at once, not after their TTL; this waits at most about 2 s per
+ * session for a server that does not answer, and not at all for one that cannot be
+ * reached), then the connection; the server and its engine go on.
  *
  * `engine` must not be NULL. When called from a callback, the dispatcher thread (the
  * caller) is not joined.
@@ -381,7 +500,9 @@ void interlock_engine_free(struct interlock_engine *engine);
  * - `name`: non-empty UTF-8, at most 256 bytes. Required.
  * - `metadata_json`: a JSON object of at most 64 KiB (user, host, pid, ...); NULL: `{}`.
  * - `ttl`: seconds without activity (acquire, renew, heartbeat) before the session
- *   expires; `INFINITY`: the engine's `session_ttl`.
+ *   expires; `INFINITY`: the engine's `session_ttl` (for an engine from
+ *   `interlock_engine_connect`, its options' `session_ttl`: a remote session always has
+ *   one, and the library heartbeats it).
  * - `on_expire`: `"release"` or `"keep"` (see `interlock_config`); NULL: the engine's.
  *
  * A session ends by `interlock_session_close`, by TTL, or with the engine. Strings are
@@ -415,13 +536,9 @@ interlock_status interlock_session_close(const struct interlock_engine *engine,
  * Releases the lease `token` holds on `resource`.
  *
  * `INTERLOCK_LOCK_LOST` if that lease was lost (preempted, expired, force-released, or
- * its session expired); the token is forgotten then, so a second release says
- * `INTERLOCK_INVALID_TOKEN`, as for any token that is not current (wrong, already
- * released, or for another resource). `INTERLOCK_INVALID_ARGUMENT` if `token` is not a
- * UUID string.
- *
- * A lease that this library handed out is released without waiting for the engine; any
- * call made after this returns, from any thread, still sees the lease gone.
+ * its session expired; the engine remembers this for as many leases as its global
+ * history holds events); `INTERLOCK_INVALID_TOKEN` for any other token that is not
+ * current (wrong, malformed, already released, or for another resource).
  */
 interlock_status interlock_release(const struct interlock_engine *engine,
                                    const char *resource,
@@ -432,8 +549,8 @@ interlock_status interlock_release(const struct interlock_engine *engine,
  * without one stays without one) and writes the new expiry (unix seconds, `INFINITY` if
  * none) to `*expires_at_out`, which may be NULL.
  *
- * Errors as for `interlock_release`: `INTERLOCK_LOCK_LOST` for a lost lease (then
- * forgotten), `INTERLOCK_INVALID_TOKEN` for a token that is not current.
+ * Errors as for `interlock_release`: `INTERLOCK_LOCK_LOST` for a lost lease,
+ * `INTERLOCK_INVALID_TOKEN` for a token that is not current.
  */
 interlock_status interlock_renew(const struct interlock_engine *engine,
                                  const char *resource,
@@ -450,6 +567,17 @@ interlock_status interlock_force_release(const struct interlock_engine *engine,
                                          const char *resource,
                                          const char *reason,
                                          size_t *count_out);
+
+/**
+ * As `interlock_force_release`, but releases only the lease on `resource` that carries
+ * `fence`, if it is still current: `*count_out` is 1 if it was, 0 if not (for a tool
+ * that shows leases by fence and must not take away one granted after it looked).
+ */
+interlock_status interlock_force_release_fence(const struct interlock_engine *engine,
+                                               const char *resource,
+                                               uint64_t fence,
+                                               const char *reason,
+                                               size_t *count_out);
 
 /**
  * Writes to `*result_out` whether session `session_id` may act on `resource`:
@@ -508,7 +636,8 @@ interlock_status interlock_history(const struct interlock_engine *engine,
                                    char **json_out);
 
 /**
- * Frees a string returned by interlock (`*json_out` of the JSON queries). Accepts NULL.
+ * Frees a string returned by interlock (`*json_out` of the JSON queries, `*url_out` of
+ * `interlock_server_url`), which must not have been written to. Accepts NULL.
  */
 void interlock_string_free(char *string);
 
@@ -629,6 +758,93 @@ interlock_status interlock_subscribe(const struct interlock_engine *engine,
  * the callback is not called again after it returns.
  */
 void interlock_unsubscribe(struct interlock_subscription *subscription);
+
+/**
+ * Fills `options` with the defaults: no token, sessions with a TTL of 15 s heartbeated
+ * by the library, no CA file, 5 s to connect. `options` must not be NULL.
+ */
+interlock_status interlock_connect_options_init(struct interlock_connect_options *options);
+
+/**
+ * Connects to the engine an interlock server serves at `url` (`"http://HOST:PORT"` or
+ * `"https://HOST:PORT"`, as `interlock_server_url` or `interlock serve` print it) and
+ * writes an engine to `*engine_out` that every function taking an `interlock_engine *`
+ * accepts, with the same results as an engine of this process. Blocks until the
+ * connection is up, at most `options->connect_timeout`.
+ *
+ * `url` is required; `options` may be NULL for the defaults (see
+ * `interlock_connect_options_init`); both are read during the call only. `engine_out`
+ * must not be NULL. The caller owns the engine and frees it with `interlock_engine_free`
+ * (which closes the sessions it opened, so their locks go at once, and closes the
+ * connection); `interlock_engine_serve` may serve it again.
+ *
+ * A connected engine runs two threads of its own: one for the connection (it heartbeats
+ * the sessions opened through it and, when the connection drops, reconnects with
+ * backoff and resumes them), and the dispatcher thread that runs its callbacks. While
+ * the server cannot be reached, calls return `INTERLOCK_CONNECTION_LOST` and waits in
+ * flight fail with it (the server drops them); a lease whose session's TTL runs out
+ * meanwhile is lost, its `on_lost` callback runs with reason `"connection_lost"`.
+ *
+ * Errors: `INTERLOCK_INVALID_ARGUMENT` (a malformed URL or option, an unreadable CA
+ * file), `INTERLOCK_CONNECTION_LOST` (the server could not be reached in time),
+ * `INTERLOCK_PERMISSION_DENIED` (the server refused the token, or wanted one).
+ */
+interlock_status interlock_engine_connect(const char *url,
+                                          const struct interlock_connect_options *options,
+                                          struct interlock_engine **engine_out);
+
+/**
+ * Fills `options` with the defaults: bind `"127.0.0.1:7411"` (a static string), no
+ * tokens, no TLS, `max_wait` 300 s, `session_ttl` 15 s. `options` must not be NULL.
+ */
+interlock_status interlock_serve_options_init(struct interlock_serve_options *options);
+
+/**
+ * Serves `engine` to other processes and machines and writes the server to
+ * `*server_out`: the HTTP API under `/v1` (for curl, MATLAB `webwrite`, scripts), the
+ * WebSocket protocol that `interlock_engine_connect` speaks, Server-Sent Events, metrics
+ * and the dashboard. Returns once the address is bound and the server accepts
+ * connections.
+ *
+ * `engine` is any engine (one of this process, or itself a connected one); the server
+ * holds a reference of its own, so the engine's memory stays while it serves, but
+ * `interlock_engine_free` still closes the engine (the server then answers every call
+ * with `engine_closed`): free the server first. `options` may be NULL for the defaults
+ * (see `interlock_serve_options_init`); it is read during the call only. `server_out`
+ * must not be NULL. The caller owns the server and frees it with `interlock_server_free`.
+ *
+ * The server runs on threads of its own; remote callers' requests become calls on the
+ * engine like those of this process, so the engine's callbacks still run on its
+ * dispatcher thread.
+ *
+ * Errors: `INTERLOCK_INVALID_ARGUMENT` for bad options, an address that does not resolve
+ * or cannot be bound (e.g. in use), an unreadable or malformed tokens file, TLS files
+ * that are not a usable PEM certificate and key, or a non-loopback `bind` without
+ * `tokens`; `INTERLOCK_CLOSED` if the engine is closed. Nothing is served then.
+ */
+interlock_status interlock_engine_serve(const struct interlock_engine *engine,
+                                        const struct interlock_serve_options *options,
+                                        struct interlock_server **server_out);
+
+/**
+ * Writes the server's URL to `*url_out`: `"http://HOST:PORT"` (`"https://"` with TLS),
+ * with the port it actually bound, for `interlock_engine_connect` and HTTP clients.
+ * The caller owns the string and frees it with `interlock_string_free`.
+ */
+interlock_status interlock_server_url(const struct interlock_server *server, char **url_out);
+
+/**
+ * Stops the server and frees it. Accepts NULL.
+ *
+ * Graceful: the server stops accepting connections, lets the answers in flight finish
+ * (waiting for them at most about 3 s), then closes every connection; this blocks until
+ * its threads have stopped. Remote engines connected to it then get
+ * `INTERLOCK_CONNECTION_LOST` (and keep trying to reconnect); the sessions they opened
+ * stay in the engine until their TTL runs out. The engine itself is not closed. Do not
+ * call this from an interlock callback: it would hold up the engine's dispatcher thread
+ * while the server stops.
+ */
+void interlock_server_free(struct interlock_server *server);
 
 #ifdef __cplusplus
 }  // extern "C"

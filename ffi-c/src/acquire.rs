@@ -7,10 +7,10 @@ use std::sync::Arc;
 use interlock::{AcquireOptions, Lease, LostCallback, LostNotice, Mode, Result, Ticket};
 
 use crate::args::{
-    c_string, id_buf, invalid, opt_ref_arg, opt_str_arg, required, secs_or_inf, str_arg,
-    str_array_arg, timeout_arg, Out,
+    box_arg, box_free, box_into_c, c_string, id_buf, invalid, opt_ref_arg, opt_str_arg,
+    secs_or_inf, str_arg, str_array_arg, timeout_arg, BoxHandle, Out,
 };
-use crate::engine::{engine_arg, Engine};
+use crate::engine::{engine_arg, leases_for_c, Engine};
 use crate::events::{on_dispatcher, UserData};
 use crate::{interlock_engine, interlock_status, INTERLOCK_ID_SIZE};
 
@@ -25,7 +25,8 @@ pub struct interlock_lost_notice {
     pub session_id: *const c_char,
     /// The lease's fence.
     pub fence: u64,
-    /// Why: `"preempted"`, `"expired"`, `"force_released"` or `"session_expired"`.
+    /// Why: `"preempted"`, `"expired"`, `"force_released"`, `"session_expired"` or (for
+    /// an engine reached through `interlock_engine_connect`) `"connection_lost"`.
     pub reason: *const c_char,
 }
 
@@ -68,14 +69,17 @@ pub struct interlock_acquire_options {
 
 impl interlock_acquire_options {
     /// # Safety
-    /// The string fields are NULL or valid C strings.
+    /// The string fields are NULL or strings as the pointer contract says (the options
+    /// are read during the call only).
     unsafe fn to_core(&self, engine: &Engine) -> Result<AcquireOptions> {
+        // SAFETY: by this function's contract.
         let mode = unsafe { opt_str_arg(self.mode, "mode") }?
             .map(str::parse)
             .transpose()?
             .unwrap_or(Mode::Exclusive);
         let priority = u8::try_from(self.priority)
             .map_err(|_| invalid(format!("priority {} is not in 0..=255", self.priority)))?;
+        // SAFETY: by this function's contract.
         let reason = unsafe { opt_str_arg(self.reason, "reason") }?;
         Ok(AcquireOptions {
             mode,
@@ -118,6 +122,10 @@ fn notify_lost(
         fence: n.fence,
         reason: reason.as_ptr(),
     };
+    // SAFETY: `f` is the caller's `on_lost`, which the header lets interlock call on the
+    // dispatcher thread (this one) with its `on_lost_user_data`, unread by Rust, and a
+    // notice whose pointers are valid for the call (they borrow `resource`,
+    // `session_id` and `reason`, which live until this function returns).
     unsafe { f(user.get(), &notice) };
     Ok(())
 }
@@ -125,22 +133,22 @@ fn notify_lost(
 /// Reads optional acquire options: NULL is the defaults.
 ///
 /// # Safety
-/// `p` is NULL or points to options as documented.
+/// `p` is NULL or a struct read by the call as the pointer contract says, whose string
+/// fields are NULL or strings as it says.
 unsafe fn options_arg(
     p: *const interlock_acquire_options,
     engine: &Engine,
 ) -> Result<AcquireOptions> {
+    // SAFETY: by this function's contract.
     match unsafe { opt_ref_arg(p) } {
+        // SAFETY: by this function's contract, `o`'s string fields are NULL or strings.
         Some(o) => unsafe { o.to_core(engine) },
         None => Ok(AcquireOptions::default()),
     }
 }
 
-/// A granted lease. Plain data owned by the caller; nothing in it needs freeing.
-///
-/// The engine remembers each lease it granted through this API until it is released
-/// (or reported lost by `interlock_release` / `interlock_renew`), its session is closed,
-/// or the engine is freed; so release every lease, also a lost one.
+/// A granted lease. Plain data owned by the caller; nothing in it needs freeing, and the
+/// library keeps nothing of it: a lease that is lost need not be released.
 #[repr(C)]
 pub struct interlock_lease {
     /// The secret that releases or renews the lease (`interlock_release`,
@@ -162,7 +170,7 @@ pub struct interlock_lease {
 impl interlock_lease {
     pub(crate) fn of(l: &Lease) -> Self {
         interlock_lease {
-            token: id_buf(l.token()),
+            token: id_buf(l.token().expose()),
             mode: match l.mode() {
                 Mode::Exclusive => c"exclusive".as_ptr(),
                 Mode::Shared => c"shared".as_ptr(),
@@ -183,6 +191,7 @@ pub unsafe extern "C" fn interlock_acquire_options_init(
     options: *mut interlock_acquire_options,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `options` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(options, "options") }?;
         let d = AcquireOptions::default();
         out.write(interlock_acquire_options {
@@ -218,13 +227,18 @@ pub unsafe extern "C" fn interlock_acquire(
     lease_out: *mut interlock_lease,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `session_id` is a string argument (pointer contract).
         let id = unsafe { str_arg(session_id, "session_id") }?;
+        // SAFETY: `resource` is a string argument (pointer contract).
         let resource = unsafe { str_arg(resource, "resource") }?;
+        // SAFETY: `options` is a struct argument read by this call, or NULL (pointer contract).
         let opts = unsafe { options_arg(options, &engine) }?;
+        // SAFETY: `lease_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(lease_out, "lease_out") }?;
         let lease = engine.with_session(id, |s| s.acquire(resource, &opts))?;
-        out.write_all(engine.keep(vec![lease]));
+        out.write_all(leases_for_c(vec![lease]));
         Ok(())
     }
 }
@@ -242,13 +256,18 @@ pub unsafe extern "C" fn interlock_acquire_many(
     leases_out: *mut interlock_lease,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `session_id` is a string argument (pointer contract).
         let id = unsafe { str_arg(session_id, "session_id") }?;
+        // SAFETY: `resources` is an array argument of `count` strings (pointer contract).
         let resources = unsafe { str_array_arg(resources, count, "resources") }?;
+        // SAFETY: `options` is a struct argument read by this call, or NULL (pointer contract).
         let opts = unsafe { options_arg(options, &engine) }?;
+        // SAFETY: `leases_out` is an out-pointer argument for `count` leases (pointer contract).
         let out = unsafe { Out::array(leases_out, count, "leases_out") }?;
         let leases = engine.with_session(id, |s| s.acquire_many(&resources, &opts))?;
-        out.write_all(engine.keep(leases));
+        out.write_all(leases_for_c(leases));
         Ok(())
     }
 }
@@ -262,15 +281,21 @@ pub struct interlock_ticket {
     _private: [u8; 0],
 }
 
-struct TicketBox {
-    engine: Arc<Engine>,
+pub(crate) struct TicketBox {
     ticket: Ticket,
 }
 
+impl BoxHandle for interlock_ticket {
+    type Rust = TicketBox;
+}
+
 /// # Safety
-/// `p` is NULL or a live pointer from `interlock_enqueue`.
+/// `p` is NULL or a ticket from `interlock_enqueue` that is not freed during `'a` (the
+/// call), as the header says.
 unsafe fn ticket_arg<'a>(p: *const interlock_ticket) -> Result<&'a TicketBox> {
-    Ok(unsafe { required(p, "ticket")?.cast::<TicketBox>().as_ref() })
+    // SAFETY: `interlock_enqueue` makes tickets with `box_into_c`; the rest is this
+    // function's contract.
+    unsafe { box_arg(p, "ticket") }
 }
 
 /// Queues an acquire of `resource` without waiting for it and writes a ticket to
@@ -291,19 +316,24 @@ pub unsafe extern "C" fn interlock_enqueue(
     position_out: *mut u64,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `session_id` is a string argument (pointer contract).
         let id = unsafe { str_arg(session_id, "session_id") }?;
+        // SAFETY: `resource` is a string argument (pointer contract).
         let resource = unsafe { str_arg(resource, "resource") }?;
+        // SAFETY: `options` is a struct argument read by this call, or NULL (pointer contract).
         let opts = unsafe { options_arg(options, &engine) }?;
+        // SAFETY: `ticket_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(ticket_out, "ticket_out") }?;
+        // SAFETY: `position_out` is an out-pointer argument or NULL (pointer contract).
         let position_out = unsafe { Out::optional(position_out) };
         let ticket = engine.with_session(id, |s| s.enqueue(&[resource], &opts))?;
         let position = ticket.position()?;
         if let Some(p) = position_out {
             p.write(position.unwrap_or(0));
         }
-        let ticket = Box::new(TicketBox { engine, ticket });
-        out.write(Box::into_raw(ticket).cast());
+        out.write(box_into_c(TicketBox { ticket }));
         Ok(())
     }
 }
@@ -316,7 +346,9 @@ pub unsafe extern "C" fn interlock_ticket_position(
     position_out: *mut u64,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `ticket` is a ticket argument (pointer contract).
         let t = unsafe { ticket_arg(ticket) }?;
+        // SAFETY: `position_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(position_out, "position_out") }?;
         out.write(t.ticket.position()?.unwrap_or(0));
         Ok(())
@@ -336,11 +368,13 @@ pub unsafe extern "C" fn interlock_ticket_wait(
     lease_out: *mut interlock_lease,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `ticket` is a ticket argument (pointer contract).
         let t = unsafe { ticket_arg(ticket) }?;
         let timeout = timeout_arg(timeout)?;
+        // SAFETY: `lease_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(lease_out, "lease_out") }?;
         let leases = t.ticket.wait(timeout)?;
-        out.write_all(t.engine.keep(leases));
+        out.write_all(leases_for_c(leases));
         Ok(())
     }
 }
@@ -353,6 +387,7 @@ pub unsafe extern "C" fn interlock_ticket_cancel(
     ticket: *const interlock_ticket,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `ticket` is a ticket argument (pointer contract).
         unsafe { ticket_arg(ticket) }?.ticket.cancel()
     }
 }
@@ -362,8 +397,9 @@ pub unsafe extern "C" fn interlock_ticket_cancel(
 #[no_mangle]
 pub unsafe extern "C" fn interlock_ticket_free(ticket: *mut interlock_ticket) {
     ffi_boundary! {
-        if !ticket.is_null() {
-            drop(unsafe { Box::from_raw(ticket.cast::<TicketBox>()) });
-        }
+        // SAFETY: `ticket` is NULL or a ticket to free that no other call is using
+        // (pointer contract and the ticket's documentation); `interlock_enqueue` made it
+        // with `box_into_c`.
+        drop(unsafe { box_free(ticket) });
     }
 }

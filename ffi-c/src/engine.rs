@@ -2,18 +2,20 @@
 //! queries.
 
 use std::collections::HashMap;
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::ThreadId;
 
+use interlock::journal::JournalConfig;
 use interlock::{
-    ttl_from_secs, validate_resource, Config, Error, ErrorKind, Handle, Lease, OnExpire, Result,
-    Session, SessionId, SessionSpec, Token,
+    ttl_from_secs, Config, Error, ErrorKind, Handle, Lease, OnExpire, Result, Session, SessionId,
+    SessionSpec, Token,
 };
 use serde::Serialize;
 
 use crate::args::{
-    c_string, id_buf, invalid, lock, opt_ref_arg, opt_str_arg, required, secs_or_inf, str_arg, Out,
+    arc_arg, arc_free, arc_into_c, c_string, c_string_free, c_string_into_c, id_buf, invalid, lock,
+    opt_ref_arg, opt_str_arg, secs_or_inf, str_arg, try_lock, ArcHandle, Out,
 };
 use crate::interlock_status;
 
@@ -21,12 +23,19 @@ use crate::interlock_status;
 /// UUID and the terminating NUL.
 pub const INTERLOCK_ID_SIZE: usize = 37;
 
-/// An engine: one lock table, its actor thread and its dispatcher thread.
+/// An engine: one lock table, its actor thread and its dispatcher thread; or, from
+/// `interlock_engine_connect`, a connection to the engine a server serves, with the same
+/// functions and results.
 ///
-/// Opaque. Created by `interlock_engine_new`, freed by `interlock_engine_free`. Every
-/// function taking an engine may be called from any number of threads at once.
+/// Opaque. Created by `interlock_engine_new` or `interlock_engine_connect`, freed by
+/// `interlock_engine_free`. Every function taking an engine may be called from any number
+/// of threads at once.
 pub struct interlock_engine {
     _private: [u8; 0],
+}
+
+impl ArcHandle for interlock_engine {
+    type Rust = Engine;
 }
 
 /// What an engine starts with. Fill it with `interlock_config_init`, then change fields.
@@ -42,46 +51,87 @@ pub struct interlock_config {
     /// `"release"` (it ends and its leases are released) or `"keep"` (it turns stale and
     /// its leases stay until broken or revived). Read during `interlock_engine_new` only.
     pub on_session_expire: *const c_char,
+    /// A SQLite file for the engine's journal, or NULL for none. With one, a restart on
+    /// the same file loses no acknowledged lock (and `interlock_release` returns once the
+    /// release is written); the history is a table `sqlite3 FILE` can query. Read during
+    /// `interlock_engine_new` only; a file another engine holds, of a newer schema, or
+    /// damaged, is `INTERLOCK_INVALID_ARGUMENT`.
+    pub journal: *const c_char,
+    /// After a restart on a journal, seconds every session has (at least; its TTL if
+    /// longer) to heartbeat or resume before it expires.
+    pub journal_grace: f64,
 }
 
 impl interlock_config {
     /// # Safety
-    /// `on_session_expire` is NULL or a valid C string.
+    /// `on_session_expire` and `journal` are NULL or strings as the pointer contract says
+    /// (the config is read during the call only).
     unsafe fn to_core(&self) -> Result<Config> {
+        // SAFETY: by this function's contract.
         let on_expire = unsafe { str_arg(self.on_session_expire, "on_session_expire") }?;
+        // SAFETY: by this function's contract.
+        let journal = match unsafe { opt_str_arg(self.journal, "journal") }? {
+            Some(path) => Some(JournalConfig {
+                grace: ttl_from_secs("journal_grace", self.journal_grace)?
+                    .ok_or_else(|| invalid("journal_grace must be finite"))?,
+                ..JournalConfig::at(path)
+            }),
+            None => None,
+        };
         Ok(Config {
             lock_ttl: ttl_from_secs("lock_ttl", self.lock_ttl)?,
             session_ttl: ttl_from_secs("session_ttl", self.session_ttl)?,
             history_limit: self.history_limit,
             on_session_expire: on_expire.parse()?,
+            journal,
             ..Config::default()
         })
     }
 }
 
+/// Session values kept by id, at most: past that the cache starts afresh, so that sessions
+/// that end by expiry, which nobody tells the cache, cannot grow it without bound.
+const SESSIONS_CACHED: usize = 4096;
+
 /// The Rust value behind an `interlock_engine *` (an `Arc` turned into a raw pointer).
 pub(crate) struct Engine {
     pub(crate) handle: Handle,
     /// Session values by id, so that a call by id needs no extra round trip to the actor.
+    /// Calls only try its lock, and ask the engine when another thread holds it: no call
+    /// waits for the cache, so in a child forked while a thread of the parent held it (it
+    /// then stays locked forever) a call still reaches the core and is refused at once.
     sessions: Mutex<HashMap<SessionId, Session>>,
-    /// Every lease granted through this API and not yet released, by token, so that
-    /// release and renew of a lost lease can say `LOCK_LOST` rather than `INVALID_TOKEN`.
-    /// An entry goes when its lease is released (or reported lost by release / renew),
-    /// when its session is closed, or with the engine.
-    leases: Mutex<HashMap<Token, Arc<Lease>>>,
     /// The dispatcher thread, recorded by the first callback that runs on it.
     pub(crate) dispatcher: Arc<OnceLock<ThreadId>>,
 }
 
 impl Engine {
+    pub(crate) fn new(handle: Handle) -> Self {
+        Engine {
+            handle,
+            sessions: Mutex::default(),
+            dispatcher: Arc::default(),
+        }
+    }
+
+    /// Remembers `s`, unless another thread is using the cache.
+    fn cache(&self, s: &Session) {
+        if let Some(mut sessions) = try_lock(&self.sessions) {
+            if sessions.len() >= SESSIONS_CACHED {
+                sessions.clear();
+            }
+            sessions.insert(s.id(), s.clone());
+        }
+    }
+
     /// The session `id` names, from the cache or (once) from the engine.
     fn session(&self, id: &str) -> Result<Session> {
         let id: SessionId = id.parse()?;
-        if let Some(s) = lock(&self.sessions).get(&id) {
-            return Ok(s.clone());
+        if let Some(s) = try_lock(&self.sessions).and_then(|c| c.get(&id).cloned()) {
+            return Ok(s);
         }
         let s = self.handle.session(id)?;
-        lock(&self.sessions).insert(id, s.clone());
+        self.cache(&s);
         Ok(s)
     }
 
@@ -95,76 +145,49 @@ impl Engine {
         let result = f(&s);
         if let Err(e) = &result {
             if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::SessionExpired) {
-                lock(&self.sessions).remove(&s.id());
+                // A value left behind is harmless: the engine answers for the session.
+                if let Some(mut sessions) = try_lock(&self.sessions) {
+                    sessions.remove(&s.id());
+                }
             }
         }
         result
     }
+}
 
-    /// Remembers granted leases (see `leases`) and describes them for C.
-    pub(crate) fn keep(&self, leases: Vec<Lease>) -> Vec<crate::interlock_lease> {
-        let mut map = lock(&self.leases);
-        leases
-            .into_iter()
-            .map(|l| {
-                let c = crate::interlock_lease::of(&l);
-                map.insert(l.token(), Arc::new(l));
-                c
-            })
-            .collect()
-    }
-
-    /// The remembered lease `token` names, if it is on `resource`.
-    fn lease(&self, resource: &str, token: Token) -> Option<Arc<Lease>> {
-        lock(&self.leases)
-            .get(&token)
-            .filter(|l| l.resource() == resource)
-            .cloned()
-    }
-
-    /// Takes the remembered lease `token` names out, if it is on `resource`: of two
-    /// racing releases, one gets it.
-    fn take_lease(&self, resource: &str, token: Token) -> Option<Arc<Lease>> {
-        let mut map = lock(&self.leases);
-        match map.get(&token) {
-            Some(l) if l.resource() == resource => map.remove(&token),
-            _ => None,
-        }
-    }
-
-    fn forget(&self, token: Token) {
-        lock(&self.leases).remove(&token);
-    }
+/// Describes granted leases for C.
+pub(crate) fn leases_for_c(leases: Vec<Lease>) -> Vec<crate::interlock_lease> {
+    leases.iter().map(crate::interlock_lease::of).collect()
 }
 
 /// Borrows the engine behind a pointer: the call holds its own reference, so a blocked
 /// call outlives `interlock_engine_free` and returns `INTERLOCK_CLOSED`.
 ///
 /// # Safety
-/// `p` is NULL or a pointer from `interlock_engine_new` that was not freed before this
-/// call began.
+/// `p` is NULL or a pointer from `interlock_engine_new` or `interlock_engine_connect`
+/// that was not freed before this call began.
 pub(crate) unsafe fn engine_arg(p: *const interlock_engine) -> Result<Arc<Engine>> {
-    let p = required(p, "engine")?.as_ptr().cast::<Engine>();
-    unsafe {
-        Arc::increment_strong_count(p);
-        Ok(Arc::from_raw(p))
-    }
+    // SAFETY: `interlock_engine_new` and `interlock_engine_connect` make engines with
+    // `arc_into_c`; the rest is this function's contract.
+    unsafe { arc_arg(p, "engine") }
 }
 
 /// Hands a JSON rendering of `value` to C, to be freed with `interlock_string_free`.
 fn write_json(value: &impl Serialize, out: Out<*mut c_char>) -> Result<()> {
     let text = serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))?;
-    out.write(c_string(text)?.into_raw());
+    out.write(c_string_into_c(c_string(text)?));
     Ok(())
 }
 
 /// Fills `config` with the defaults: no lock TTL, no session TTL (`INFINITY`), a history
-/// of 100 events, `on_session_expire = "release"` (a static string).
+/// of 100 events, `on_session_expire = "release"` (a static string), no journal, a
+/// journal grace of 15 s.
 ///
 /// `config` must not be NULL.
 #[no_mangle]
 pub unsafe extern "C" fn interlock_config_init(config: *mut interlock_config) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `config` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(config, "config") }?;
         let d = Config::default();
         out.write(interlock_config {
@@ -175,6 +198,8 @@ pub unsafe extern "C" fn interlock_config_init(config: *mut interlock_config) ->
                 OnExpire::Release => c"release".as_ptr(),
                 OnExpire::Keep => c"keep".as_ptr(),
             },
+            journal: std::ptr::null(),
+            journal_grace: JournalConfig::at("").grace.as_secs_f64(),
         });
         Ok(())
     }
@@ -191,18 +216,16 @@ pub unsafe extern "C" fn interlock_engine_new(
     engine_out: *mut *mut interlock_engine,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(engine_out, "engine_out") }?;
+        // SAFETY: `config` is a struct argument read by this call, or NULL (pointer contract).
         let config = match unsafe { opt_ref_arg(config) } {
+            // SAFETY: `c.on_session_expire` is a string argument (pointer contract).
             Some(c) => unsafe { c.to_core() }?,
             None => Config::default(),
         };
-        let engine = Engine {
-            handle: Handle::new(config)?,
-            sessions: Mutex::default(),
-            leases: Mutex::default(),
-            dispatcher: Arc::default(),
-        };
-        out.write(Arc::into_raw(Arc::new(engine)).cast_mut().cast());
+        let engine = Engine::new(Handle::new(config)?);
+        out.write(arc_into_c(Arc::new(engine)));
         Ok(())
     }
 }
@@ -211,6 +234,11 @@ pub unsafe extern "C" fn interlock_engine_new(
 /// `INTERLOCK_CLOSED`, subscriptions stop, the engine's threads are joined, and later
 /// calls return `INTERLOCK_CLOSED`. Closing twice is harmless.
 ///
+/// For an engine from `interlock_engine_connect` this closes the sessions opened through
+/// it first (their locks go at once, not after their TTL; this waits at most about 2 s per
+/// session for a server that does not answer, and not at all for one that cannot be
+/// reached), then the connection; the server and its engine go on.
+///
 /// `engine` must not be NULL. When called from a callback, the dispatcher thread (the
 /// caller) is not joined.
 #[no_mangle]
@@ -218,6 +246,7 @@ pub unsafe extern "C" fn interlock_engine_close(
     engine: *const interlock_engine,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         unsafe { engine_arg(engine) }?.handle.close();
         Ok(())
     }
@@ -234,8 +263,9 @@ pub unsafe extern "C" fn interlock_engine_close(
 #[no_mangle]
 pub unsafe extern "C" fn interlock_engine_free(engine: *mut interlock_engine) {
     ffi_boundary! {
-        if let Some(p) = std::ptr::NonNull::new(engine) {
-            let engine = unsafe { Arc::from_raw(p.as_ptr().cast::<Engine>()) };
+        // SAFETY: `engine` is NULL or an engine to free (pointer contract), which
+        // `interlock_engine_new` or `_connect` made with `arc_into_c`.
+        if let Some(engine) = unsafe { arc_free(engine) } {
             engine.handle.close();
         }
     }
@@ -247,7 +277,9 @@ pub unsafe extern "C" fn interlock_engine_free(engine: *mut interlock_engine) {
 /// - `name`: non-empty UTF-8, at most 256 bytes. Required.
 /// - `metadata_json`: a JSON object of at most 64 KiB (user, host, pid, ...); NULL: `{}`.
 /// - `ttl`: seconds without activity (acquire, renew, heartbeat) before the session
-///   expires; `INFINITY`: the engine's `session_ttl`.
+///   expires; `INFINITY`: the engine's `session_ttl` (for an engine from
+///   `interlock_engine_connect`, its options' `session_ttl`: a remote session always has
+///   one, and the library heartbeats it).
 /// - `on_expire`: `"release"` or `"keep"` (see `interlock_config`); NULL: the engine's.
 ///
 /// A session ends by `interlock_session_close`, by TTL, or with the engine. Strings are
@@ -262,24 +294,31 @@ pub unsafe extern "C" fn interlock_session_open(
     session_id_out: *mut c_char,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `name` is a string argument (pointer contract).
         let name = unsafe { str_arg(name, "name") }?;
+        // SAFETY: `metadata_json` is a string argument or NULL (pointer contract).
         let metadata = match unsafe { opt_str_arg(metadata_json, "metadata_json") }? {
             Some(text) => serde_json::from_str(text)
                 .map_err(|e| invalid(format!("metadata_json is not JSON: {e}")))?,
             None => serde_json::Value::Null,
         };
+        // SAFETY: `on_expire` is a string argument or NULL (pointer contract).
         let on_expire = unsafe { opt_str_arg(on_expire, "on_expire") }?
             .map(str::parse)
             .transpose()?;
-        let out = unsafe { Out::new(session_id_out.cast::<[c_char; INTERLOCK_ID_SIZE]>(), "session_id_out") }?;
+        let id_out = session_id_out.cast::<[c_char; INTERLOCK_ID_SIZE]>();
+        // SAFETY: `session_id_out` is an out-pointer argument for `INTERLOCK_ID_SIZE`
+        // bytes (pointer contract): one `[c_char; INTERLOCK_ID_SIZE]`, of alignment 1.
+        let out = unsafe { Out::new(id_out, "session_id_out") }?;
         let session = engine.handle.open_session(SessionSpec {
             name: name.into(),
             metadata,
             ttl: ttl_from_secs("ttl", ttl)?,
             on_expire,
         })?;
-        lock(&engine.sessions).insert(session.id(), session.clone());
+        engine.cache(&session);
         out.write(id_buf(session.id()));
         Ok(())
     }
@@ -294,7 +333,9 @@ pub unsafe extern "C" fn interlock_session_heartbeat(
     session_id: *const c_char,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `session_id` is a string argument (pointer contract).
         let id = unsafe { str_arg(session_id, "session_id") }?;
         engine.with_session(id, Session::heartbeat)
     }
@@ -310,13 +351,15 @@ pub unsafe extern "C" fn interlock_session_close(
     released_out: *mut usize,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `session_id` is a string argument (pointer contract).
         let id = unsafe { str_arg(session_id, "session_id") }?;
+        // SAFETY: `released_out` is an out-pointer argument or NULL (pointer contract).
         let out = unsafe { Out::optional(released_out) };
         let id: SessionId = id.parse()?;
         let released = engine.handle.close_session(id)?;
         lock(&engine.sessions).remove(&id);
-        lock(&engine.leases).retain(|_, l| l.session_id() != id);
         if let Some(out) = out {
             out.write(released);
         }
@@ -327,13 +370,9 @@ pub unsafe extern "C" fn interlock_session_close(
 /// Releases the lease `token` holds on `resource`.
 ///
 /// `INTERLOCK_LOCK_LOST` if that lease was lost (preempted, expired, force-released, or
-/// its session expired); the token is forgotten then, so a second release says
-/// `INTERLOCK_INVALID_TOKEN`, as for any token that is not current (wrong, already
-/// released, or for another resource). `INTERLOCK_INVALID_ARGUMENT` if `token` is not a
-/// UUID string.
-///
-/// A lease that this library handed out is released without waiting for the engine; any
-/// call made after this returns, from any thread, still sees the lease gone.
+/// its session expired; the engine remembers this for as many leases as its global
+/// history holds events); `INTERLOCK_INVALID_TOKEN` for any other token that is not
+/// current (wrong, malformed, already released, or for another resource).
 #[no_mangle]
 pub unsafe extern "C" fn interlock_release(
     engine: *const interlock_engine,
@@ -341,13 +380,13 @@ pub unsafe extern "C" fn interlock_release(
     token: *const c_char,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `resource` is a string argument (pointer contract).
         let resource = unsafe { str_arg(resource, "resource") }?;
+        // SAFETY: `token` is a string argument (pointer contract).
         let token: Token = unsafe { str_arg(token, "token") }?.parse()?;
-        match engine.take_lease(resource, token) {
-            Some(lease) => lease.release(),
-            None => engine.handle.release(resource, token),
-        }
+        engine.handle.release(resource, token)
     }
 }
 
@@ -355,8 +394,8 @@ pub unsafe extern "C" fn interlock_release(
 /// without one stays without one) and writes the new expiry (unix seconds, `INFINITY` if
 /// none) to `*expires_at_out`, which may be NULL.
 ///
-/// Errors as for `interlock_release`: `INTERLOCK_LOCK_LOST` for a lost lease (then
-/// forgotten), `INTERLOCK_INVALID_TOKEN` for a token that is not current.
+/// Errors as for `interlock_release`: `INTERLOCK_LOCK_LOST` for a lost lease,
+/// `INTERLOCK_INVALID_TOKEN` for a token that is not current.
 #[no_mangle]
 pub unsafe extern "C" fn interlock_renew(
     engine: *const interlock_engine,
@@ -366,20 +405,16 @@ pub unsafe extern "C" fn interlock_renew(
     expires_at_out: *mut f64,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `resource` is a string argument (pointer contract).
         let resource = unsafe { str_arg(resource, "resource") }?;
+        // SAFETY: `token` is a string argument (pointer contract).
         let token: Token = unsafe { str_arg(token, "token") }?.parse()?;
         let ttl = ttl_from_secs("ttl", ttl)?;
+        // SAFETY: `expires_at_out` is an out-pointer argument or NULL (pointer contract).
         let out = unsafe { Out::optional(expires_at_out) };
-        validate_resource(resource)?;
-        let lease = engine
-            .lease(resource, token)
-            .ok_or_else(|| Error::InvalidToken(resource.into()))?;
-        let expires_at = lease.renew(ttl).inspect_err(|e| {
-            if e.kind() == ErrorKind::LockLost {
-                engine.forget(token);
-            }
-        })?;
+        let expires_at = engine.handle.renew(resource, token, ttl)?;
         if let Some(out) = out {
             out.write(secs_or_inf(expires_at));
         }
@@ -397,12 +432,49 @@ pub unsafe extern "C" fn interlock_force_release(
     reason: *const c_char,
     count_out: *mut usize,
 ) -> interlock_status {
+    // SAFETY: the same contract as this function's.
+    unsafe { force_release(engine, resource, None, reason, count_out) }
+}
+
+/// As `interlock_force_release`, but releases only the lease on `resource` that carries
+/// `fence`, if it is still current: `*count_out` is 1 if it was, 0 if not (for a tool
+/// that shows leases by fence and must not take away one granted after it looked).
+#[no_mangle]
+pub unsafe extern "C" fn interlock_force_release_fence(
+    engine: *const interlock_engine,
+    resource: *const c_char,
+    fence: u64,
+    reason: *const c_char,
+    count_out: *mut usize,
+) -> interlock_status {
+    // SAFETY: the same contract as this function's.
+    unsafe { force_release(engine, resource, Some(fence), reason, count_out) }
+}
+
+/// The body of both force releases.
+///
+/// # Safety
+/// The pointers are as `interlock_force_release` documents them.
+unsafe fn force_release(
+    engine: *const interlock_engine,
+    resource: *const c_char,
+    fence: Option<u64>,
+    reason: *const c_char,
+    count_out: *mut usize,
+) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `resource` is a string argument (pointer contract).
         let resource = unsafe { str_arg(resource, "resource") }?;
+        // SAFETY: `reason` is a string argument or NULL (pointer contract).
         let reason = unsafe { opt_str_arg(reason, "reason") }?;
+        // SAFETY: `count_out` is an out-pointer argument or NULL (pointer contract).
         let out = unsafe { Out::optional(count_out) };
-        let n = engine.handle.force_release(resource, reason)?;
+        let n = match fence {
+            Some(fence) => engine.handle.force_release_fence(resource, fence, reason)?,
+            None => engine.handle.force_release(resource, reason)?,
+        };
         if let Some(out) = out {
             out.write(n);
         }
@@ -422,10 +494,15 @@ pub unsafe extern "C" fn interlock_check(
     result_out: *mut bool,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `resource` is a string argument (pointer contract).
         let resource = unsafe { str_arg(resource, "resource") }?;
+        // SAFETY: `session_id` is a string argument (pointer contract).
         let session: SessionId = unsafe { str_arg(session_id, "session_id") }?.parse()?;
+        // SAFETY: `action` is a string argument or NULL (pointer contract).
         let action = unsafe { opt_str_arg(action, "action") }?.unwrap_or("control").parse()?;
+        // SAFETY: `result_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(result_out, "result_out") }?;
         out.write(engine.handle.check(resource, session, action)?);
         Ok(())
@@ -442,8 +519,11 @@ pub unsafe extern "C" fn interlock_check_fence(
     result_out: *mut bool,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `resource` is a string argument (pointer contract).
         let resource = unsafe { str_arg(resource, "resource") }?;
+        // SAFETY: `result_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(result_out, "result_out") }?;
         out.write(engine.handle.check_fence(resource, fence)?);
         Ok(())
@@ -460,8 +540,11 @@ pub unsafe extern "C" fn interlock_resource_status(
     json_out: *mut *mut c_char,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `resource` is a string argument (pointer contract).
         let resource = unsafe { str_arg(resource, "resource") }?;
+        // SAFETY: `json_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(json_out, "json_out") }?;
         write_json(&engine.handle.status(resource)?, out)
     }
@@ -475,7 +558,9 @@ pub unsafe extern "C" fn interlock_locks(
     json_out: *mut *mut c_char,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `json_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(json_out, "json_out") }?;
         write_json(&engine.handle.locks()?, out)
     }
@@ -490,7 +575,9 @@ pub unsafe extern "C" fn interlock_sessions(
     json_out: *mut *mut c_char,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `json_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(json_out, "json_out") }?;
         write_json(&engine.handle.sessions()?, out)
     }
@@ -511,23 +598,28 @@ pub unsafe extern "C" fn interlock_history(
     json_out: *mut *mut c_char,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: `resource` is a string argument or NULL (pointer contract).
         let resource = unsafe { opt_str_arg(resource, "resource") }?;
+        // SAFETY: `session_id` is a string argument or NULL (pointer contract).
         let session = unsafe { opt_str_arg(session_id, "session_id") }?
             .map(str::parse::<SessionId>)
             .transpose()?;
+        // SAFETY: `json_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(json_out, "json_out") }?;
         let limit = (limit > 0).then_some(limit);
         write_json(&engine.handle.history(resource, session, limit)?, out)
     }
 }
 
-/// Frees a string returned by interlock (`*json_out` of the JSON queries). Accepts NULL.
+/// Frees a string returned by interlock (`*json_out` of the JSON queries, `*url_out` of
+/// `interlock_server_url`), which must not have been written to. Accepts NULL.
 #[no_mangle]
 pub unsafe extern "C" fn interlock_string_free(string: *mut c_char) {
     ffi_boundary! {
-        if !string.is_null() {
-            drop(unsafe { CString::from_raw(string) });
-        }
+        // SAFETY: `string` is NULL or a string to free (pointer contract), which
+        // `write_json` or `interlock_server_url` made with `c_string_into_c`.
+        unsafe { c_string_free(string) }
     }
 }

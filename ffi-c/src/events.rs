@@ -8,7 +8,9 @@ use std::thread::ThreadId;
 
 use interlock::{Error, Event, Result, Subscription};
 
-use crate::args::{c_string, lock, null, opt_ref_arg, str_array_arg, Out};
+use crate::args::{
+    box_free, box_into_c, c_string, lock, null, opt_ref_arg, str_array_arg, BoxHandle, Out,
+};
 use crate::engine::engine_arg;
 use crate::{interlock_engine, interlock_status};
 
@@ -18,8 +20,11 @@ use crate::{interlock_engine, interlock_status};
 #[derive(Clone, Copy)]
 pub(crate) struct UserData(pub(crate) *mut c_void);
 
-// SAFETY: only ever passed back to C, never dereferenced in Rust; see above.
+// SAFETY: the pointer is only ever passed back to C, never dereferenced in Rust, so moving
+// it to another thread cannot race on anything in Rust; what it points to is the caller's.
 unsafe impl Send for UserData {}
+// SAFETY: as for `Send`: a shared `UserData` gives access to nothing but a copy of the
+// pointer.
 unsafe impl Sync for UserData {}
 
 impl UserData {
@@ -77,10 +82,14 @@ struct Gate {
     running: Mutex<()>,
 }
 
-struct SubscriptionBox {
+pub(crate) struct SubscriptionBox {
     subscription: Subscription,
     gate: Arc<Gate>,
     dispatcher: Arc<OnceLock<ThreadId>>,
+}
+
+impl BoxHandle for interlock_subscription {
+    type Rust = SubscriptionBox;
 }
 
 fn deliver(
@@ -97,6 +106,10 @@ fn deliver(
         resource: resource.as_ref().map_or(std::ptr::null(), |r| r.as_ptr()),
         json: json.as_ptr(),
     };
+    // SAFETY: `f` is the caller's callback, which the header lets interlock call on the
+    // dispatcher thread (this one) with its `user_data`, unread by Rust, and an event
+    // whose pointers are valid for the call (they borrow `kind`, `json` and `resource`,
+    // which live until this function returns).
     unsafe { f(user.get(), &event) };
     Ok(())
 }
@@ -126,16 +139,20 @@ pub unsafe extern "C" fn interlock_subscribe(
     subscription_out: *mut *mut interlock_subscription,
 ) -> interlock_status {
     ffi_boundary! {
+        // SAFETY: `engine` is an engine argument (pointer contract).
         let engine = unsafe { engine_arg(engine) }?;
         let resources: Option<Vec<String>> = match (resources.is_null(), count) {
             (true, 0) => None,
+            // SAFETY: `resources` is an array argument of `count` strings (pointer contract).
             _ => Some(unsafe { str_array_arg(resources, count, "resources") }?
                 .into_iter()
                 .map(Into::into)
                 .collect()),
         };
+        // SAFETY: `since` is NULL or a `uint64_t` read by this call (pointer contract).
         let since = unsafe { opt_ref_arg(since) }.copied();
         let f = callback.ok_or_else(|| null("callback"))?;
+        // SAFETY: `subscription_out` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(subscription_out, "subscription_out") }?;
         let gate = Arc::new(Gate::default());
         let dispatcher = engine.dispatcher.clone();
@@ -153,8 +170,7 @@ pub unsafe extern "C" fn interlock_subscribe(
                 }
             },
         )?;
-        let boxed = Box::new(SubscriptionBox { subscription, gate, dispatcher });
-        out.write(Box::into_raw(boxed).cast());
+        out.write(box_into_c(SubscriptionBox { subscription, gate, dispatcher }));
         Ok(())
     }
 }
@@ -167,8 +183,9 @@ pub unsafe extern "C" fn interlock_subscribe(
 #[no_mangle]
 pub unsafe extern "C" fn interlock_unsubscribe(subscription: *mut interlock_subscription) {
     ffi_boundary! {
-        if !subscription.is_null() {
-            let b = unsafe { Box::from_raw(subscription.cast::<SubscriptionBox>()) };
+        // SAFETY: `subscription` is NULL or a subscription to free (pointer contract),
+        // which `interlock_subscribe` made with `box_into_c`; no other call borrows one.
+        if let Some(b) = unsafe { box_free(subscription) } {
             b.gate.stopped.store(true, Ordering::Release);
             b.subscription.close();
             if b.dispatcher.get() != Some(&std::thread::current().id()) {

@@ -4,14 +4,21 @@
 //! Shape (after rustls-ffi): every function returns an [`interlock_status`] with fixed
 //! numbers and writes its results through out-pointers, only on success; every body runs
 //! inside [`ffi_boundary!`], so a panic becomes `INTERLOCK_PANIC` and never unwinds into
-//! C; required pointers are checked by one helper (`args::required`); core errors are
-//! mapped to codes in one place (`status::status_of`). The crate holds no lock logic.
+//! C; required pointers are checked by one helper (`args::required`) and every raw
+//! pointer is handled by the helpers of `args`; core errors are mapped to codes in one
+//! place (`status::status_of`). The crate holds no lock logic.
 
 // Exported types carry their C names (`interlock_engine`, `INTERLOCK_OK`).
 #![allow(non_camel_case_types)]
 // The exported functions share one safety contract, stated once at the top of the header
-// (every pointer is NULL or valid as its documentation says), not in each doc comment.
+// (every pointer is NULL or valid as its documentation says), not in each doc comment;
+// `args` spells it out ("The pointer contract").
 #![allow(clippy::missing_safety_doc)]
+// Every `unsafe` block and impl says why it is sound. Raw pointers from C are read,
+// written and taken back only through the helpers of `args`, whose contracts are the
+// pointer contract; a call site's `// SAFETY:` line names the argument and its role.
+// (The other unsafe code: the two calls of C callbacks, and `UserData`'s Send/Sync.)
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 /// Runs the body of an exported function, catching any panic so that none unwinds into
 /// C. A body that yields `interlock::Result<()>` becomes an [`interlock_status`] (and sets
@@ -33,9 +40,12 @@ mod acquire;
 
 mod events;
 
+mod remote;
+
 mod args;
 
 pub use acquire::*;
 pub use engine::*;
 pub use events::*;
+pub use remote::*;
 pub use status::*;

@@ -22,7 +22,8 @@ pub enum interlock_status {
     /// A wait ran out of time (the timeout elapsed, or a timeout of 0 found the resource
     /// taken). A timed-out acquire leaves nothing queued.
     INTERLOCK_TIMEOUT = 1,
-    /// The token is not current for the resource (never was, or was already released).
+    /// The token is not current for the resource (never was, is malformed, or was already
+    /// released).
     INTERLOCK_INVALID_TOKEN = 2,
     /// No such session (unknown or closed), or a ticket that already completed.
     INTERLOCK_NOT_FOUND = 3,
@@ -46,6 +47,11 @@ pub enum interlock_status {
     INTERLOCK_INTERNAL = 11,
     /// The wait was cancelled (`interlock_ticket_cancel`).
     INTERLOCK_CANCELLED = 12,
+    /// An engine reached through `interlock_engine_connect` cannot reach its server; it
+    /// keeps trying to reconnect (waits in flight fail with this).
+    INTERLOCK_CONNECTION_LOST = 13,
+    /// The server refused the call: no token, or one whose role does not allow it.
+    INTERLOCK_PERMISSION_DENIED = 14,
 }
 
 use interlock_status::*;
@@ -63,6 +69,8 @@ pub(crate) fn status_of(e: &Error) -> interlock_status {
         ErrorKind::EngineClosed => INTERLOCK_CLOSED,
         ErrorKind::Cancelled => INTERLOCK_CANCELLED,
         ErrorKind::InvalidArgument => INTERLOCK_INVALID_ARGUMENT,
+        ErrorKind::ConnectionLost => INTERLOCK_CONNECTION_LOST,
+        ErrorKind::PermissionDenied => INTERLOCK_PERMISSION_DENIED,
         _ => INTERLOCK_INTERNAL,
     }
 }
@@ -162,6 +170,8 @@ pub extern "C" fn interlock_status_name(status: u32) -> *const c_char {
             10 => c"INTERLOCK_PANIC",
             11 => c"INTERLOCK_INTERNAL",
             12 => c"INTERLOCK_CANCELLED",
+            13 => c"INTERLOCK_CONNECTION_LOST",
+            14 => c"INTERLOCK_PERMISSION_DENIED",
             _ => c"INTERLOCK_UNKNOWN",
         };
         name.as_ptr()
@@ -189,8 +199,11 @@ mod tests {
             INTERLOCK_PANIC,
             INTERLOCK_INTERNAL,
             INTERLOCK_CANCELLED,
+            INTERLOCK_CONNECTION_LOST,
+            INTERLOCK_PERMISSION_DENIED,
         ];
         for code in all {
+            // SAFETY: `interlock_status_name` returns a static NUL-terminated string.
             let name = unsafe { CStr::from_ptr(interlock_status_name(code as u32)) };
             assert_eq!(name.to_str().unwrap(), format!("{code:?}"));
         }
@@ -205,6 +218,8 @@ mod tests {
             Ok(())
         };
         assert_eq!(status, INTERLOCK_PANIC);
+        // SAFETY: `interlock_last_error` returns a NUL-terminated string that stays valid
+        // until the next failing call on this thread (there is none before `msg` goes).
         let msg = unsafe { CStr::from_ptr(interlock_last_error()) };
         assert_eq!(msg.to_str().unwrap(), "panic in interlock: boom");
     }

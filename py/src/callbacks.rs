@@ -3,7 +3,7 @@
 //! ever runs on the actor thread, which must not wait for the GIL.
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 
 use pyo3::call::PyCallArgs;
@@ -47,8 +47,8 @@ pub(crate) fn with_python(f: impl for<'py> FnOnce(Python<'py>)) {
 /// A waker for the engine's futures that an asyncio loop is waiting on. Waking it only
 /// hands `wake` (a thread-safe Python callable) to the relay thread, which calls it with
 /// the GIL; the thread that wakes (the actor) never touches Python.
-pub(crate) fn waker(wake: Py<PyAny>) -> PyResult<Waker> {
-    let relay = relay()?.clone();
+pub(crate) fn waker(py: Python<'_>, wake: Py<PyAny>) -> PyResult<Waker> {
+    let relay = relay(py)?;
     Ok(Waker::from(Arc::new(Relay {
         relay,
         wake: Mutex::new(Some(wake)),
@@ -73,12 +73,21 @@ impl Wake for Relay {
     }
 }
 
-/// The relay thread's inbox, started on first use. Two threads racing here may each start
-/// one; the loser's thread finds its inbox closed and ends.
-fn relay() -> PyResult<&'static mpsc::Sender<Py<PyAny>>> {
-    static RELAY: OnceLock<mpsc::Sender<Py<PyAny>>> = OnceLock::new();
-    if let Some(tx) = RELAY.get() {
-        return Ok(tx);
+/// The relay thread's inbox, started on first use in this process. A child forked after
+/// that has no relay thread (fork copies only the forking thread), so it starts its own,
+/// with a new channel: the old one may be locked by a thread the child does not have, and
+/// is left alone (its sender is never dropped here, so nothing in the child touches it).
+///
+/// Called attached to the interpreter, as `os.fork()` is, so no thread of this process
+/// holds `RELAY` at a fork.
+fn relay(_attached: Python<'_>) -> PyResult<mpsc::Sender<Py<PyAny>>> {
+    static RELAY: Mutex<Option<(u32, mpsc::Sender<Py<PyAny>>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut relay = RELAY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((started_in, tx)) = relay.as_ref() {
+        if *started_in == pid {
+            return Ok(tx.clone());
+        }
     }
     let (tx, rx) = mpsc::channel::<Py<PyAny>>();
     std::thread::Builder::new()
@@ -93,5 +102,8 @@ fn relay() -> PyResult<&'static mpsc::Sender<Py<PyAny>>> {
             }
         })
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start a thread: {e}")))?;
-    Ok(RELAY.get_or_init(|| tx))
+    if let Some(inherited) = relay.replace((pid, tx.clone())) {
+        std::mem::forget(inherited);
+    }
+    Ok(tx)
 }

@@ -4,7 +4,15 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use interlock::{Action, Config, Handle, OnExpire, SessionId, SessionSpec, Token};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use interlock::journal::JournalConfig;
+use interlock::{
+    Action, Config, ConnectOptions, Handle, OnExpire, Secret, SessionId, SessionSpec, Token,
+};
+use interlock_server::{Role, ServerConfig, TlsFiles, Tokens};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::callbacks::{call_logged, with_python};
@@ -30,16 +38,132 @@ pub(crate) fn close_all(py: Python<'_>) {
     py.detach(move || open.iter().for_each(|h| h.close()));
 }
 
-/// A session id from Python; `None` if the string is not one (then there is no such
-/// session either).
-fn parse_session_id(id: &str) -> Option<SessionId> {
-    SessionId::from_str(id).ok()
+/// A session id from Python: a string that is not one is bad input (`ValueError`), as in
+/// every binding.
+fn parse_session_id(id: &str) -> PyResult<SessionId> {
+    SessionId::from_str(id).map_err(to_py)
 }
 
+/// One embedded lock engine; a context manager that closes it. It does not cross
+/// `os.fork()`: in a forked child, every call on it (or on its sessions and leases) raises
+/// `EngineClosed` at once, and closing it returns at once.
 #[pyclass(module = "interlock", frozen)]
 pub(crate) struct Engine {
     handle: Unattached<Arc<Handle>>,
     closed: AtomicBool,
+}
+
+impl Engine {
+    /// An `Engine` object for a started engine; closed at exit if still open then.
+    fn of(handle: Handle) -> Self {
+        let handle = Arc::new(handle);
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|h| h.strong_count() > 0);
+        open.push(Arc::downgrade(&handle));
+        Engine {
+            handle: Unattached::new(handle),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Connects to the engine an interlock server serves at `url`: the `Engine` it returns
+/// works as an embedded one. Its sessions always have a TTL (`session_ttl` unless they
+/// give one), heartbeated by the library on its own thread; it reconnects by itself.
+#[pyfunction]
+#[pyo3(signature = (
+    url, token = None, session_ttl = 15.0, *, ca_file = None, subscriber_buffer = 1024,
+    keepalive = true,
+))]
+pub(crate) fn connect(
+    py: Python<'_>,
+    url: &str,
+    token: Option<String>,
+    session_ttl: f64,
+    ca_file: Option<PathBuf>,
+    #[pyo3(from_py_with = buffer_size)] subscriber_buffer: usize,
+    keepalive: bool,
+) -> PyResult<Engine> {
+    let options = ConnectOptions {
+        token,
+        session_ttl: ttl_secs("session_ttl", Some(session_ttl))?
+            .ok_or_else(|| PyValueError::new_err("session_ttl must be finite"))?,
+        ca_file,
+        subscriber_buffer,
+        keepalive,
+        ..ConnectOptions::default()
+    };
+    Ok(Engine::of(unlocked(py, || Handle::connect(url, options))?))
+}
+
+/// A running server of an engine: `server.url`, `server.close()`; a context manager.
+#[pyclass(module = "interlock", frozen)]
+pub(crate) struct Server {
+    inner: Mutex<Option<interlock_server::Server>>,
+    url: String,
+}
+
+impl Server {
+    fn new(server: interlock_server::Server) -> Self {
+        Server {
+            url: server.url().to_string(),
+            inner: Mutex::new(Some(server)),
+        }
+    }
+}
+
+#[pymethods]
+impl Server {
+    /// `http://HOST:PORT` (or `https://`).
+    #[getter]
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops serving: lets the answers in flight finish, then stops. Twice is harmless.
+    fn close(&self, py: Python<'_>) {
+        let server = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        py.detach(move || drop(server));
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) {
+        self.close(py);
+    }
+
+    fn __repr__(&self) -> String {
+        match self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            true => format!("<Server {}>", self.url),
+            false => format!("<Server {} closed>", self.url),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let server = self.inner.get_mut().ok().and_then(Option::take);
+        Python::attach(|py| py.detach(move || drop(server)));
+    }
+}
+
+/// The `interlock` command (its console script): runs `argv` and returns the exit code.
+#[pyfunction]
+pub(crate) fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(move || interlock_cli::run(argv))
 }
 
 #[pymethods]
@@ -53,7 +177,12 @@ impl Engine {
         *,
         global_history = 10000,
         subscriber_buffer = 1024,
+        journal = None,
+        keep_rows = 1_000_000,
+        keep_days = None,
+        grace = 15.0,
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         lock_ttl: Option<f64>,
@@ -62,7 +191,21 @@ impl Engine {
         on_session_expire: &str,
         #[pyo3(from_py_with = history_size)] global_history: usize,
         #[pyo3(from_py_with = buffer_size)] subscriber_buffer: usize,
+        journal: Option<PathBuf>,
+        keep_rows: Option<u64>,
+        keep_days: Option<f64>,
+        grace: f64,
     ) -> PyResult<Self> {
+        let journal = match journal {
+            Some(path) => Some(JournalConfig {
+                path,
+                keep_rows,
+                keep_for: ttl_secs("keep_days", keep_days.map(|d| d * 86_400.0))?,
+                grace: ttl_secs("grace", Some(grace))?
+                    .ok_or_else(|| PyValueError::new_err("grace must be finite"))?,
+            }),
+            None => None,
+        };
         let config = Config {
             lock_ttl: ttl_secs("lock_ttl", lock_ttl)?,
             session_ttl: ttl_secs("session_ttl", session_ttl)?,
@@ -70,15 +213,55 @@ impl Engine {
             global_history,
             on_session_expire: OnExpire::from_str(on_session_expire).map_err(to_py)?,
             subscriber_buffer,
+            journal,
         };
-        let handle = Arc::new(unlocked(py, || Handle::new(config))?);
-        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|h| h.strong_count() > 0);
-        open.push(Arc::downgrade(&handle));
-        Ok(Engine {
-            handle: Unattached::new(handle),
-            closed: AtomicBool::new(false),
-        })
+        Ok(Engine::of(unlocked(py, || Handle::new(config))?))
+    }
+
+    /// Serves this engine to other processes and PCs (see `interlock.Server`): the HTTP
+    /// API, the WebSocket protocol of `interlock.connect`, events and the dashboard.
+    #[pyo3(signature = (
+        addr = "127.0.0.1:7411", tokens = None, *, tls_cert = None, tls_key = None,
+        max_wait = 300.0, session_ttl = 15.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        &self,
+        py: Python<'_>,
+        addr: &str,
+        tokens: Option<HashMap<String, String>>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        max_wait: f64,
+        session_ttl: f64,
+    ) -> PyResult<Server> {
+        let pairs = tokens
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(token, role)| Ok((token, role.parse::<Role>()?)))
+            .collect::<interlock::Result<Vec<_>>>()
+            .map_err(to_py)?;
+        let tokens = Tokens::new(pairs.iter().map(|(t, r)| (t.as_str(), *r))).map_err(to_py)?;
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(PyValueError::new_err("tls_cert and tls_key go together")),
+        };
+        let secs = |what: &str, v: f64| -> PyResult<std::time::Duration> {
+            ttl_secs(what, Some(v))?
+                .ok_or_else(|| PyValueError::new_err(format!("{what} must be finite")))
+        };
+        let config = ServerConfig {
+            bind: addr.to_string(),
+            tokens,
+            tls,
+            max_wait: secs("max_wait", max_wait)?,
+            session_ttl: secs("session_ttl", session_ttl)?,
+            ..ServerConfig::default()
+        };
+        let handle = (**self.handle).clone();
+        let server = unlocked(py, || interlock_server::Server::start(handle, config))?;
+        Ok(Server::new(server))
     }
 
     /// Opens a session.
@@ -105,24 +288,57 @@ impl Engine {
         })?))
     }
 
-    /// Releases the lease `token` on `resource`.
+    /// Releases the lease `token` on `resource`. `LockLost` if that lease was lost;
+    /// `InvalidToken` for any other token that is not current (malformed included), as C's
+    /// `interlock_release`.
     fn release(&self, py: Python<'_>, resource: &str, token: &str) -> PyResult<()> {
         interlock::validate_resource(resource).map_err(to_py)?;
-        // A string that is no token at all is not a current token either.
-        let token = Token::from_str(token)
-            .map_err(|_| to_py(interlock::Error::InvalidToken(resource.to_owned())))?;
+        let token = Token::from_str(token).map_err(to_py)?;
         unlocked(py, || self.handle.release(resource, token))
     }
 
-    /// Releases every holder of `resource`; returns how many there were.
-    #[pyo3(signature = (resource, reason = None))]
+    /// Extends the lease `token` on `resource` by `ttl` seconds from now, which becomes its
+    /// TTL (by its TTL if `None`); returns the new expiry. For a holder that kept only the
+    /// token. Errors as `release`.
+    #[pyo3(signature = (resource, token, ttl = None))]
+    fn renew(
+        &self,
+        py: Python<'_>,
+        resource: &str,
+        token: &str,
+        ttl: Option<f64>,
+    ) -> PyResult<Option<f64>> {
+        interlock::validate_resource(resource).map_err(to_py)?;
+        let token = Token::from_str(token).map_err(to_py)?;
+        let ttl = ttl_secs("ttl", ttl)?;
+        unlocked(py, || self.handle.renew(resource, token, ttl))
+    }
+
+    /// Takes up the session `session_id` with its `secret` (see `Session.secret`): after
+    /// a restart of a durable engine, or from another program. `PermissionDenied` for a
+    /// wrong secret, `NotFound` for an unknown or closed session.
+    fn resume(&self, py: Python<'_>, session_id: &str, secret: &str) -> PyResult<Session> {
+        let id = parse_session_id(session_id)?;
+        let secret = Secret::from_str(secret).map_err(to_py)?;
+        Ok(Session::new(unlocked(py, || {
+            self.handle.resume_session(id, secret)
+        })?))
+    }
+
+    /// Releases every holder of `resource` (with `fence`: only the lease that carries
+    /// it, if still current); returns how many there were.
+    #[pyo3(signature = (resource, reason = None, fence = None))]
     fn force_release(
         &self,
         py: Python<'_>,
         resource: &str,
         reason: Option<&str>,
+        #[pyo3(from_py_with = fence_opt)] fence: Option<u64>,
     ) -> PyResult<usize> {
-        unlocked(py, || self.handle.force_release(resource, reason))
+        unlocked(py, || match fence {
+            Some(fence) => self.handle.force_release_fence(resource, fence, reason),
+            None => self.handle.force_release(resource, reason),
+        })
     }
 
     fn status<'py>(&self, py: Python<'py>, resource: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -150,12 +366,8 @@ impl Engine {
         action: &str,
     ) -> PyResult<bool> {
         let action = Action::from_str(action).map_err(to_py)?;
-        match parse_session_id(session_id) {
-            Some(id) => unlocked(py, || self.handle.check(resource, id, action)),
-            None => interlock::validate_resource(resource)
-                .map(|_| false)
-                .map_err(to_py),
-        }
+        let id = parse_session_id(session_id)?;
+        unlocked(py, || self.handle.check(resource, id, action))
     }
 
     /// Is `fence` the fence of a current lease on `resource`?
@@ -178,17 +390,7 @@ impl Engine {
         limit: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Event>> {
         let limit = limit.map(|l| size("limit", l)).transpose()?;
-        let session = match session_id.map(parse_session_id) {
-            Some(None) => {
-                resource
-                    .map(interlock::validate_resource)
-                    .transpose()
-                    .map_err(to_py)?;
-                return Ok(Vec::new());
-            }
-            Some(id) => id,
-            None => None,
-        };
+        let session = session_id.map(parse_session_id).transpose()?;
         let events = unlocked(py, || self.handle.history(resource, session, limit))?;
         Ok(events.into_iter().map(Event::from).collect())
     }
@@ -261,4 +463,11 @@ fn buffer_size(v: &Bound<'_, PyAny>) -> PyResult<usize> {
 
 fn fence_arg(v: &Bound<'_, PyAny>) -> PyResult<u64> {
     bounded("fence", v, u64::MAX)
+}
+
+fn fence_opt(v: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    match v.is_none() {
+        true => Ok(None),
+        false => fence_arg(v).map(Some),
+    }
 }

@@ -8,7 +8,9 @@
 
 use interlock::ErrorKind;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyKeyError, PyPermissionError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{
+    PyConnectionError, PyException, PyKeyError, PyPermissionError, PyTimeoutError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -31,6 +33,8 @@ struct Classes {
     already_held: Py<PyType>,
     engine_closed: Py<PyType>,
     cancelled: Py<PyType>,
+    connection_lost: Py<PyType>,
+    permission_denied: Py<PyType>,
 }
 
 fn subclass(
@@ -54,17 +58,17 @@ fn subclass(
 impl Classes {
     fn new(py: Python<'_>) -> PyResult<Self> {
         Ok(Classes {
-            lock_timeout: subclass(
-                py,
-                "LockTimeout",
-                Some(py.get_type::<PyTimeoutError>()),
-                "A wait ran out of time (or a timeout of 0 found the resource taken).",
-            )?,
             invalid_token: subclass(
                 py,
                 "InvalidToken",
                 Some(py.get_type::<PyPermissionError>()),
                 "The token does not name a current lease on the resource.",
+            )?,
+            lock_timeout: subclass(
+                py,
+                "LockTimeout",
+                Some(py.get_type::<PyTimeoutError>()),
+                "A wait ran out of time (or a timeout of 0 found the resource taken).",
             )?,
             not_found: subclass(
                 py,
@@ -82,7 +86,8 @@ impl Classes {
                 py,
                 "LockLost",
                 None,
-                "The lease was lost: preempted, expired, force-released or its session expired.",
+                "The lease was lost: preempted, expired, force-released, its session expired \
+                 or (a remote engine) its connection was lost.",
             )?,
             deadlock: subclass(
                 py,
@@ -96,12 +101,31 @@ impl Classes {
                 None,
                 "The session already holds, or already waits for, the resource.",
             )?,
-            engine_closed: subclass(py, "EngineClosed", None, "The engine is closed.")?,
+            engine_closed: subclass(
+                py,
+                "EngineClosed",
+                None,
+                "The engine is closed, or was inherited across `os.fork()` (an engine does \
+                 not cross a fork: make a new one in the child).",
+            )?,
             cancelled: subclass(
                 py,
                 "Cancelled",
                 None,
                 "The wait was cancelled (its ticket was cancelled or its session closed).",
+            )?,
+            connection_lost: subclass(
+                py,
+                "ConnectionLost",
+                Some(py.get_type::<PyConnectionError>()),
+                "A remote engine cannot reach its server (it keeps trying to reconnect).",
+            )?,
+            permission_denied: subclass(
+                py,
+                "PermissionDenied",
+                Some(py.get_type::<PyPermissionError>()),
+                "The server refused the call: no token, a token whose role does not allow \
+                 it, or a wrong session secret.",
             )?,
         })
     }
@@ -111,7 +135,7 @@ impl Classes {
         CLASSES.get_or_try_init(py, || Classes::new(py))
     }
 
-    fn all(&self) -> [&Py<PyType>; 9] {
+    fn all(&self) -> [&Py<PyType>; 11] {
         [
             &self.lock_timeout,
             &self.invalid_token,
@@ -122,6 +146,8 @@ impl Classes {
             &self.already_held,
             &self.engine_closed,
             &self.cancelled,
+            &self.connection_lost,
+            &self.permission_denied,
         ]
     }
 
@@ -136,6 +162,8 @@ impl Classes {
             ErrorKind::AlreadyHeld => &self.already_held,
             ErrorKind::EngineClosed => &self.engine_closed,
             ErrorKind::Cancelled => &self.cancelled,
+            ErrorKind::ConnectionLost => &self.connection_lost,
+            ErrorKind::PermissionDenied => &self.permission_denied,
             _ => return None,
         })
     }

@@ -177,8 +177,8 @@ impl Subscription {
     /// The next event if there is one; otherwise `None`, and `wake()` will be called (on
     /// another thread) when one comes. Raises `StopAsyncIteration` at the end. For the
     /// asyncio helpers.
-    fn _poll(&self, wake: Py<PyAny>) -> PyResult<Option<Event>> {
-        let waker = waker(wake)?;
+    fn _poll(&self, py: Python<'_>, wake: Py<PyAny>) -> PyResult<Option<Event>> {
+        let waker = waker(py, wake)?;
         let mut cx = Context::from_waker(&waker);
         match pin!(self.inner.next_async()).poll(&mut cx) {
             Poll::Ready(Some(ev)) => Ok(Some(ev.into())),

@@ -31,7 +31,7 @@ impl Lease {
     /// The secret that releases this lease (see `Engine.release`).
     #[getter]
     fn token(&self) -> String {
-        self.inner.token().to_string()
+        self.inner.token().expose()
     }
 
     #[getter]
@@ -71,8 +71,8 @@ impl Lease {
         self.inner.lost_reason().map(|r| r.as_str())
     }
 
-    /// Extends the lease by `ttl` seconds from now (by its own TTL if `None`); returns
-    /// the new expiry.
+    /// Extends the lease by `ttl` seconds from now, which becomes its TTL (by its TTL if
+    /// `None`); returns the new expiry.
     #[pyo3(signature = (ttl = None))]
     fn renew(&self, py: Python<'_>, ttl: Option<f64>) -> PyResult<Option<f64>> {
         let ttl = ttl_secs("ttl", ttl)?;

@@ -77,6 +77,9 @@ fn _interlock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ticket::Ticket>()?;
     m.add_class::<events::Event>()?;
     m.add_class::<events::Subscription>()?;
+    m.add_class::<engine::Server>()?;
+    m.add_function(wrap_pyfunction!(engine::connect, m)?)?;
+    m.add_function(wrap_pyfunction!(engine::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(engine::close_all, m)?)?;
     m.add_function(wrap_pyfunction!(locked::leave, m)?)?;
     Ok(())

@@ -16,38 +16,36 @@ use crate::locked::Locked;
 use crate::ticket::{self, Ticket};
 use crate::{helper, unlocked, Unattached};
 
-/// An acquire's options, converted once for the engine.
-struct Request {
-    options: AcquireOptions,
-    hook: Option<Arc<LostHook>>,
+/// The keyword arguments every acquire takes (see `Session.acquire`). pyo3 has no way to
+/// share one signature between methods, so each spells them out and hands them over here
+/// by name (no two of the same type can be swapped) for the one conversion.
+struct AcquireArgs<'a> {
+    mode: &'a str,
+    timeout: Option<f64>,
+    ttl: Option<f64>,
+    priority: u8,
+    preempt: bool,
+    reason: Option<String>,
+    break_stale: bool,
+    on_lost: Option<Py<PyAny>>,
 }
 
-impl Request {
-    /// The keyword arguments every acquire takes (see `Session.acquire`).
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        mode: &str,
-        timeout: Option<f64>,
-        ttl: Option<f64>,
-        priority: u8,
-        preempt: bool,
-        reason: Option<String>,
-        break_stale: bool,
-        on_lost: Option<Py<PyAny>>,
-    ) -> PyResult<Self> {
-        let hook = callable(py, "on_lost", on_lost)?.map(LostHook::new);
+impl AcquireArgs<'_> {
+    /// The engine's one options type, and the `on_lost` hook that the granted leases are
+    /// handed to.
+    fn convert(self, py: Python<'_>) -> PyResult<(AcquireOptions, Option<Arc<LostHook>>)> {
+        let hook = callable(py, "on_lost", self.on_lost)?.map(LostHook::new);
         let options = AcquireOptions {
-            mode: Mode::from_str(mode).map_err(to_py)?,
-            timeout: wait_secs("timeout", timeout)?,
-            ttl: ttl_secs("ttl", ttl)?,
-            priority,
-            preempt,
-            reason,
-            break_stale,
+            mode: Mode::from_str(self.mode).map_err(to_py)?,
+            timeout: wait_secs("timeout", self.timeout)?,
+            ttl: ttl_secs("ttl", self.ttl)?,
+            priority: self.priority,
+            preempt: self.preempt,
+            reason: self.reason,
+            break_stale: self.break_stale,
             on_lost: hook.as_ref().map(LostHook::engine_callback),
         };
-        Ok(Request { options, hook })
+        Ok((options, hook))
     }
 }
 
@@ -88,12 +86,12 @@ impl Session {
         &self,
         py: Python<'_>,
         names: &[&str],
-        request: Request,
+        (options, hook): (AcquireOptions, Option<Arc<LostHook>>),
     ) -> PyResult<Vec<Py<Lease>>> {
         // Sending never blocks (the channel is unbounded): only the wait releases the GIL.
-        let pending = self.inner.request(names, &request.options).map_err(to_py)?;
+        let pending = self.inner.request(names, &options).map_err(to_py)?;
         let granted = ticket::wait(py, &pending, None)?.map_err(to_py)?;
-        lease::wrap(py, granted, &self.name, request.hook.as_deref())
+        lease::wrap(py, granted, &self.name, hook.as_deref())
     }
 
     /// Calls the pure-Python helper `name` with this session's method `method` and the
@@ -124,6 +122,13 @@ impl Session {
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         json_to_py(py, self.inner.metadata())
+    }
+
+    /// The secret that resumes this session (see `Engine.resume`), if this value opened
+    /// or resumed it.
+    #[getter]
+    fn secret(&self) -> Option<String> {
+        self.inner.secret().map(|s| s.expose())
     }
 
     /// Records activity (and revives a stale session).
@@ -157,8 +162,7 @@ impl Session {
         break_stale: bool,
         on_lost: Option<Py<PyAny>>,
     ) -> PyResult<Py<Lease>> {
-        let request = Request::new(
-            py,
+        let request = AcquireArgs {
             mode,
             timeout,
             ttl,
@@ -167,7 +171,8 @@ impl Session {
             reason,
             break_stale,
             on_lost,
-        )?;
+        }
+        .convert(py)?;
         let mut leases = self.acquire_all(py, &[&resource], request)?;
         leases
             .pop()
@@ -193,8 +198,7 @@ impl Session {
         break_stale: bool,
         on_lost: Option<Py<PyAny>>,
     ) -> PyResult<Vec<Py<Lease>>> {
-        let request = Request::new(
-            py,
+        let request = AcquireArgs {
             mode,
             timeout,
             ttl,
@@ -203,7 +207,8 @@ impl Session {
             reason,
             break_stale,
             on_lost,
-        )?;
+        }
+        .convert(py)?;
         let names: Vec<&str> = resources.iter().map(String::as_str).collect();
         self.acquire_all(py, &names, request)
     }
@@ -229,8 +234,7 @@ impl Session {
         on_lost: Option<Py<PyAny>>,
     ) -> PyResult<Ticket> {
         let (resources, single) = names(resource)?;
-        let request = Request::new(
-            py,
+        let (options, hook) = AcquireArgs {
             mode,
             timeout,
             ttl,
@@ -239,15 +243,11 @@ impl Session {
             reason,
             break_stale,
             on_lost,
-        )?;
+        }
+        .convert(py)?;
         let names: Vec<&str> = resources.iter().map(String::as_str).collect();
-        let pending = unlocked(py, || self.inner.enqueue(&names, &request.options))?;
-        Ok(Ticket::new(
-            pending,
-            single,
-            self.name.clone(),
-            request.hook,
-        ))
+        let pending = unlocked(py, || self.inner.enqueue(&names, &options))?;
+        Ok(Ticket::new(pending, single, self.name.clone(), hook))
     }
 
     /// `with session.lock(resource, ...) as lease:` (the arguments of `acquire`).

@@ -145,7 +145,7 @@ impl Ticket {
         if let Some(granted) = self.granted.get(py) {
             return Ok(Some(granted.clone_ref(py)));
         }
-        let waker = waker(wake)?;
+        let waker = waker(py, wake)?;
         let mut cx = Context::from_waker(&waker);
         match pin!(self.inner.wait_async()).poll(&mut cx) {
             Poll::Ready(outcome) => self.settle(py, outcome).map(Some),

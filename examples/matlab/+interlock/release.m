@@ -1,14 +1,20 @@
-function release(lease_or_resource, token)
+function release(varargin)
 %RELEASE Release a lease.
 %   interlock.release(lease)            % the struct interlock.acquire returned
 %   interlock.release(resource, token)
+%   interlock.release(eng, resource, token)   % eng from interlock.connect
 %
 %   Errors: interlock:lockLost if the lease was lost (preempted, expired,
-%   force-released, session expired); interlock:invalidToken if the token is not
-%   current (e.g. released twice).
-  if isstruct(lease_or_resource)
-    interlock_mex('release', lease_or_resource.resource, lease_or_resource.token);
+%   force-released, session expired, connection lost); interlock:invalidToken if
+%   the token is not current (e.g. released twice).
+  if nargin == 1 && isstruct(varargin{1})
+    lease = varargin{1};
+    eng = {};
+    if isfield(lease, 'engine')
+      eng = {lease.engine};
+    end
+    interlock_mex('release', eng{:}, lease.resource, lease.token);
   else
-    interlock_mex('release', lease_or_resource, token);
+    interlock_mex('release', varargin{:});
   end
 end

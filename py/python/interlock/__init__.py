@@ -9,6 +9,9 @@ everyone what happened::
         with s.lock("reactor-1", timeout=5.0) as lease:
             ...  # drive the reactor; lease.fence guards commands to it
 
+``interlock.connect(url)`` gives an ``Engine`` that a server in another process or on
+another PC holds (``eng.serve(addr)``, or ``interlock serve``); it works the same.
+
 Blocking calls release the GIL and answer Ctrl-C; ``acquire_async``, ``lock_async``,
 ``await ticket`` and ``async for event in eng.subscribe()`` serve asyncio. Callbacks
 (``on_lost``, subscription callbacks) run on the engine's dispatcher thread.
@@ -20,6 +23,7 @@ from importlib.metadata import version
 from ._interlock import (
     AlreadyHeld,
     Cancelled,
+    ConnectionLost,
     Deadlock,
     Engine,
     EngineClosed,
@@ -30,16 +34,20 @@ from ._interlock import (
     LockLost,
     LockTimeout,
     NotFound,
+    PermissionDenied,
+    Server,
     Session,
     SessionExpired,
     Subscription,
     Ticket,
     _close_all,
+    connect,
 )
 
 __all__ = [
     "AlreadyHeld",
     "Cancelled",
+    "ConnectionLost",
     "Deadlock",
     "Engine",
     "EngineClosed",
@@ -50,11 +58,14 @@ __all__ = [
     "LockLost",
     "LockTimeout",
     "NotFound",
+    "PermissionDenied",
+    "Server",
     "Session",
     "SessionExpired",
     "Subscription",
     "Ticket",
     "__version__",
+    "connect",
 ]
 
 __version__ = version("interlock")

@@ -18,6 +18,8 @@ __all__ = [
     "AlreadyHeld",
     "EngineClosed",
     "Cancelled",
+    "ConnectionLost",
+    "PermissionDenied",
     "Engine",
     "Session",
     "Lease",
@@ -25,12 +27,15 @@ __all__ = [
     "Ticket",
     "Event",
     "Subscription",
+    "Server",
+    "connect",
+    "cli_main",
     "_close_all",
     "_leave",
 ]
 
 _Mode = Literal["exclusive", "shared", "observer"]
-_LostReason = Literal["preempted", "expired", "force_released", "session_expired"]
+_LostReason = Literal["preempted", "expired", "force_released", "session_expired", "connection_lost"]
 _OnExpire = Literal["release", "keep"]
 _OnLost = Callable[["Lease", _LostReason], object]
 _Granted = TypeVar("_Granted", "Lease", "list[Lease]")
@@ -51,7 +56,8 @@ class SessionExpired(Error):
     """The session expired: its TTL ran out without activity."""
 
 class LockLost(Error):
-    """The lease was lost: preempted, expired, force-released or its session expired."""
+    """The lease was lost: preempted, expired, force-released, its session expired or (a
+    remote engine) its connection was lost."""
 
 class Deadlock(Error):
     """The wait could never be granted: it closes a cycle of waiting sessions."""
@@ -60,14 +66,34 @@ class AlreadyHeld(Error):
     """The session already holds, or already waits for, the resource."""
 
 class EngineClosed(Error):
-    """The engine is closed."""
+    """The engine is closed, or was inherited across `os.fork()` (an engine does not cross
+    a fork: make a new one in the child)."""
 
 class Cancelled(Error):
     """The wait was cancelled (its ticket was cancelled or its session closed)."""
 
+class ConnectionLost(Error, ConnectionError):
+    """A remote engine cannot reach its server (it keeps trying to reconnect)."""
+
+class PermissionDenied(Error, PermissionError):
+    """The server refused the call: no token, a token whose role does not allow it, or a
+    wrong session secret."""
+
+class _Exits:
+    """Ends something (closes, releases) when a `with` block is left."""
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+
 @final
-class Engine:
-    """One embedded lock engine; a context manager that closes it."""
+class Engine(_Exits):
+    """One embedded lock engine; a context manager that closes it. It does not cross
+    `os.fork()`: in a forked child, every call on it (or on its sessions and leases) raises
+    `EngineClosed` at once, and closing it returns at once."""
 
     def __new__(
         cls,
@@ -78,7 +104,15 @@ class Engine:
         *,
         global_history: int = 10000,
         subscriber_buffer: int = 1024,
-    ) -> Self: ...
+        journal: Optional[str] = None,
+        keep_rows: Optional[int] = 1_000_000,
+        keep_days: Optional[float] = None,
+        grace: float = 15.0,
+    ) -> Self:
+        """An engine in this process. With `journal` (a SQLite file), a restart on the same
+        file loses no acknowledged lock: sessions get a `grace` (at least their TTL) to
+        resume; the history is a table `sqlite3` can query, kept for `keep_rows` rows
+        and `keep_days` days."""
     def session(
         self,
         name: str,
@@ -88,9 +122,20 @@ class Engine:
     ) -> Session:
         """Opens a session; a context manager that closes it."""
     def release(self, resource: str, token: str) -> None:
-        """Releases the lease `token` on `resource`; `InvalidToken` if it is not current."""
-    def force_release(self, resource: str, reason: Optional[str] = None) -> int:
-        """Releases every holder of `resource`; returns how many there were."""
+        """Releases the lease `token` on `resource`. `LockLost` if that lease was lost
+        (preempted, expired, force-released, its session expired); `InvalidToken` for any
+        other token that is not current (malformed, released, of another resource)."""
+    def renew(self, resource: str, token: str, ttl: Optional[float] = None) -> Optional[float]:
+        """Extends the lease `token` on `resource` by `ttl` seconds from now, which becomes
+        its TTL (`None`: by its TTL; a lease without one stays without); returns the new
+        expiry. Errors as `release`."""
+    def resume(self, session_id: str, secret: str) -> Session:
+        """Takes up a session by its id and `Session.secret` (after a restart, or from
+        elsewhere); counts as its activity. `PermissionDenied` for a wrong secret,
+        `NotFound` for an unknown or closed session, `ValueError` for a malformed id."""
+    def force_release(self, resource: str, reason: Optional[str] = None, fence: Optional[int] = None) -> int:
+        """Releases every holder of `resource` (with `fence`: only the lease that carries it,
+        if it is still current); returns how many there were."""
     def status(self, resource: str) -> dict[str, Any]:
         """`{"resource", "locked", "mode", "holders": [...], "waiters": [...]}`, never a token."""
     def locks(self) -> list[dict[str, Any]]:
@@ -98,13 +143,15 @@ class Engine:
     def sessions(self) -> list[dict[str, Any]]:
         """Every open session, oldest first."""
     def check(self, resource: str, session_id: str, action: Literal["control", "observe"] = "control") -> bool:
-        """`"control"`: does the session hold `resource` exclusively? `"observe"`: at all?"""
+        """`"control"`: does the session hold `resource` exclusively? `"observe"`: at all?
+        False for an unknown session; `ValueError` for a malformed id."""
     def check_fence(self, resource: str, fence: int) -> bool:
         """Is `fence` the fence of a current lease on `resource`?"""
     def history(
         self, resource: Optional[str] = None, session_id: Optional[str] = None, limit: Optional[int] = None
     ) -> list[Event]:
-        """Recorded events, oldest first: of a resource, of a session, or of the engine."""
+        """Recorded events, oldest first: of a resource, of a session, or of the engine.
+        `ValueError` for a malformed session id."""
     def subscribe(
         self,
         resources: Optional[Sequence[str]] = None,
@@ -112,19 +159,27 @@ class Engine:
         callback: Optional[Callable[[Event], object]] = None,
     ) -> Subscription:
         """A stream of events; with `since`, first those after that `seq`. With `callback`,
-        each event goes to it on the dispatcher thread instead (keep the subscription)."""
+        each event goes to it on the dispatcher thread instead (keep the subscription).
+        A subscriber that falls behind keeps the newest events: see `Subscription`."""
+    def serve(
+        self,
+        addr: str = "127.0.0.1:7411",
+        tokens: Optional[dict[str, Literal["read", "client", "admin"]]] = None,
+        *,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        max_wait: float = 300.0,
+        session_ttl: float = 15.0,
+    ) -> Server:
+        """Serves this engine to other processes and PCs (HTTP API, the WebSocket protocol
+        of `connect`, events, dashboard). Port 0 picks a free port; without tokens only a
+        loopback address may be bound."""
     def close(self) -> None:
         """Fails pending waits with `EngineClosed`, ends subscriptions; closing twice is harmless."""
     def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None: ...
 
 @final
-class Session:
+class Session(_Exits):
     """A client of the engine; a context manager that closes it. Dropping it does not end it."""
 
     @property
@@ -133,6 +188,11 @@ class Session:
     def name(self) -> str: ...
     @property
     def metadata(self) -> dict[str, Any]: ...
+    @property
+    def secret(self) -> Optional[str]:
+        """The secret that resumes this session (see `Engine.resume`), if this value
+        opened or resumed it (every `Session` of an embedded engine did). No listing,
+        status, event or history shows it."""
     def heartbeat(self) -> None:
         """Records activity (and revives a stale session)."""
     def close(self) -> int:
@@ -246,12 +306,6 @@ class Session:
     ) -> AbstractAsyncContextManager[Lease]:
         """`async with session.lock_async(...) as lease:`, as `lock`."""
     def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None: ...
 
 @final
 class Lease:
@@ -278,21 +332,16 @@ class Lease:
     @property
     def lost_reason(self) -> Optional[_LostReason]: ...
     def renew(self, ttl: Optional[float] = None) -> Optional[float]:
-        """Extends the lease by `ttl` seconds (its own TTL if `None`); returns the new expiry."""
+        """Extends the lease by `ttl` seconds from now, which becomes its TTL (`None`: by its
+        TTL); returns the new expiry. `LockLost` if it was lost, `InvalidToken` if released."""
     def release(self) -> None:
         """Releases the lease; twice is harmless; a lost lease raises `LockLost`."""
 
 @final
-class Locked(Generic[_Granted]):
+class Locked(_Exits, Generic[_Granted]):
     """What `Session.lock` and `lock_many` return: acquires on entry, releases on exit."""
 
     def __enter__(self) -> _Granted: ...
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None: ...
 
 @final
 class Ticket(Generic[_Granted]):
@@ -317,7 +366,8 @@ class Ticket(Generic[_Granted]):
 
 @final
 class Event:
-    """Something that happened; fields that do not apply are `None`; never a token."""
+    """Something that happened; fields that do not apply are `None`; never a token or a
+    secret. For `kind == "lagged"`, `position` is how many events were missed."""
 
     @property
     def seq(self) -> int: ...
@@ -344,9 +394,10 @@ class Event:
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
-class Subscription:
+class Subscription(_Exits):
     """An iterator and async iterator of `Event`s (read it from one thread or task at a
-    time); it ends when closed or when the engine closes."""
+    time); it ends when closed or when the engine closes. If it falls behind, a full buffer
+    drops its oldest events, and a `lagged` event with their count comes before those kept."""
 
     @property
     def closed(self) -> bool: ...
@@ -357,13 +408,35 @@ class Subscription:
     def __anext__(self) -> Coroutine[Any, Any, Event]: ...
     def _poll(self, wake: Callable[[], object]) -> Optional[Event]: ...
     def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None: ...
 
 def _close_all() -> None: ...
 def _leave(held: Union[Lease, list[Lease]], propagating: bool) -> None:
     """Releases what a lock block held; see `Locked`."""
+
+@final
+class Server(_Exits):
+    """A running server of an engine (`Engine.serve`); a context manager that closes it."""
+
+    @property
+    def url(self) -> str:
+        """`http://HOST:PORT` (or `https://`)."""
+    def close(self) -> None:
+        """Stops serving, after the answers in flight; closing twice is harmless."""
+    def __enter__(self) -> Self: ...
+
+def connect(
+    url: str,
+    token: Optional[str] = None,
+    session_ttl: float = 15.0,
+    *,
+    ca_file: Optional[str] = None,
+    subscriber_buffer: int = 1024,
+    keepalive: bool = True,
+) -> Engine:
+    """An `Engine` that a server holds, reached at `url`; it works as an embedded one. Its
+    sessions always have a TTL, heartbeated by the library (unless `keepalive` is false:
+    for a gateway whose sessions live by the calls made for them; a session opened without
+    a TTL is heartbeated either way); it reconnects by itself."""
+
+def cli_main(argv: list[str]) -> int:
+    """Runs the `interlock` command line `argv`; returns its exit code."""
