@@ -7,6 +7,7 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 import pytest
+from engines import Engines
 
 import interlock
 
@@ -59,6 +60,7 @@ def test_the_loop_keeps_running_while_a_task_waits(eng: interlock.Engine) -> Non
         for i in range(5):
             await asyncio.sleep(0.01)
             ticks.append(i)
+        assert not task.done(), "the task waits while the loop runs"
         holder.release()
         await task
         return ticks
@@ -181,13 +183,16 @@ def test_async_with_releases_on_exit_and_on_exceptions(eng: interlock.Engine) ->
     assert eng.status("r")["locked"] is False
 
 
-def test_async_with_raises_lock_lost_when_the_lease_was_lost_inside(eng: interlock.Engine) -> None:
+def test_async_with_raises_lock_lost_when_the_lease_was_lost_inside(
+    eng: interlock.Engine, make_engine: Engines
+) -> None:
     s = eng.session("optimizer")
 
     async def main() -> None:
         with pytest.raises(interlock.LockLost):
-            async with s.lock_async("r", priority=3):
+            async with s.lock_async("r", priority=3) as lease:
                 eng.session("maintenance").acquire("r", priority=0, preempt=True)
+                make_engine.noticed(lambda: not lease.valid, "the preemption")
         with pytest.raises(KeyError):
             async with s.lock_async("q"):
                 eng.force_release("q")
@@ -281,8 +286,8 @@ def test_async_for_over_a_subscription(eng: interlock.Engine) -> None:
     assert run(main) == ["acquired", "released"]
 
 
-def test_async_for_ends_when_the_engine_closes() -> None:
-    eng = interlock.Engine()
+def test_async_for_ends_when_the_engine_closes(make_engine: Engines) -> None:
+    eng = make_engine()
     sub = eng.subscribe()
 
     async def main() -> list[str]:

@@ -19,35 +19,43 @@ EXCEPTIONS = [
     "AlreadyHeld",
     "EngineClosed",
     "Cancelled",
+    "ConnectionLost",
+    "PermissionDenied",
 ]
 
 
+@pytest.mark.embedded_only
 def test_the_installed_package_is_imported_not_the_source_tree() -> None:
     installed = pathlib.Path(interlock.__file__).resolve()
     assert pathlib.Path(sys.prefix).resolve() in installed.parents
     assert "site-packages" in installed.parts
 
 
+@pytest.mark.embedded_only
 def test_all_names_exactly_the_public_api() -> None:
     assert sorted(interlock.__all__) == sorted(
         ["Engine", "Session", "Lease", "Ticket", "Event", "Subscription", "Error", "__version__"]
+        + ["Server", "connect"]
         + EXCEPTIONS
     )
     for name in interlock.__all__:
         assert hasattr(interlock, name), name
 
 
+@pytest.mark.embedded_only
 def test_the_compiled_module_is_private() -> None:
     assert interlock.Engine.__module__ == "interlock"
     assert interlock._interlock.Engine is interlock.Engine
 
 
+@pytest.mark.embedded_only
 def test_stubs_and_marker_are_installed() -> None:
     here = pathlib.Path(interlock.__file__).parent
     assert (here / "py.typed").is_file()
     assert (here / "_interlock.pyi").is_file()
 
 
+@pytest.mark.embedded_only
 @pytest.mark.parametrize("name", EXCEPTIONS)
 def test_every_error_derives_from_interlock_error(name: str) -> None:
     cls = getattr(interlock, name)
@@ -56,14 +64,22 @@ def test_every_error_derives_from_interlock_error(name: str) -> None:
     assert cls.__module__ == "interlock"
 
 
+@pytest.mark.embedded_only
 @pytest.mark.parametrize(
     "name, builtin",
-    [("LockTimeout", TimeoutError), ("InvalidToken", PermissionError), ("NotFound", KeyError)],
+    [
+        ("LockTimeout", TimeoutError),
+        ("InvalidToken", PermissionError),
+        ("NotFound", KeyError),
+        ("ConnectionLost", ConnectionError),
+        ("PermissionDenied", PermissionError),
+    ],
 )
 def test_errors_are_also_the_builtin_a_caller_would_catch(name: str, builtin: type) -> None:
     assert issubclass(getattr(interlock, name), builtin)
 
 
+@pytest.mark.embedded_only
 def test_errors_are_distinct_classes() -> None:
     classes = [getattr(interlock, n) for n in EXCEPTIONS]
     assert len(set(classes)) == len(classes)

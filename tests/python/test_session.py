@@ -8,6 +8,7 @@ import threading
 import uuid
 
 import pytest
+from engines import Engines
 from helpers import wait_until
 
 import interlock
@@ -22,20 +23,22 @@ def test_session_identity_and_metadata(eng: interlock.Engine) -> None:
     assert repr(s) == f"<Session ReactorController id={s.id}>"
 
 
-def test_session_is_a_context_manager_that_closes_it(eng: interlock.Engine) -> None:
+def test_session_is_a_context_manager_that_closes_it(eng: interlock.Engine, make_engine: Engines) -> None:
     with eng.session("a") as s:
         lease = s.acquire("r")
-    assert lease.valid is False and lease.lost_reason is None
+    make_engine.noticed(lambda: lease.valid is False, "the release")
+    assert lease.lost_reason is None
     assert eng.sessions() == []
     with pytest.raises(interlock.Error):
         s.acquire("r")
 
 
-def test_close_releases_leases_and_counts_them(eng: interlock.Engine) -> None:
+def test_close_releases_leases_and_counts_them(eng: interlock.Engine, make_engine: Engines) -> None:
     s = eng.session("a")
     leases = [s.acquire("r1"), s.acquire("r2", mode="shared")]
     assert s.close() == 2
-    assert all(not l.valid and l.lost_reason is None for l in leases)
+    make_engine.noticed(lambda: not any(l.valid for l in leases), "the releases")
+    assert all(l.lost_reason is None for l in leases)
     assert s.close() == 0
     assert eng.locks() == []
 
@@ -89,6 +92,8 @@ def test_bad_session_arguments_change_nothing(eng: interlock.Engine, kwargs: dic
     assert eng.sessions() == []
 
 
+# In-process only: a session that falls silent while its holder lives (README.md).
+@pytest.mark.embedded_only
 def test_session_ttl_release_ends_the_session(eng: interlock.Engine) -> None:
     s = eng.session("short", ttl=0.5, on_expire="release")
     lease = s.acquire("r")
@@ -103,6 +108,8 @@ def test_session_ttl_release_ends_the_session(eng: interlock.Engine) -> None:
     assert kinds[-2:] == ["expired", "session_expired"]
 
 
+# In-process only: a session that falls silent while its holder lives (README.md).
+@pytest.mark.embedded_only
 def test_session_expiry_fails_its_waits(eng: interlock.Engine) -> None:
     eng.session("holder").acquire("r")
     s = eng.session("short", ttl=0.3)
@@ -120,6 +127,8 @@ def test_heartbeat_keeps_a_session_alive(eng: interlock.Engine) -> None:
     assert after["last_seen"] >= after["created_at"]
 
 
+# In-process only: a session that falls silent while its holder lives (README.md).
+@pytest.mark.embedded_only
 def test_stale_session_keeps_its_lock_until_broken(eng: interlock.Engine) -> None:
     crashed = eng.session("packer", ttl=0.2, on_expire="keep")
     lease = crashed.acquire("folder")
@@ -134,6 +143,8 @@ def test_stale_session_keeps_its_lock_until_broken(eng: interlock.Engine) -> Non
     assert [h["session_id"] for h in eng.status("folder")["holders"]] == [other.id]
 
 
+# In-process only: a session that falls silent while its holder lives (README.md).
+@pytest.mark.embedded_only
 def test_a_stale_session_that_heartbeats_is_revived(eng: interlock.Engine) -> None:
     s = eng.session("packer", ttl=0.2, on_expire="keep")
     lease = s.acquire("folder")
@@ -144,8 +155,8 @@ def test_a_stale_session_that_heartbeats_is_revived(eng: interlock.Engine) -> No
     assert eng.history(session_id=s.id)[-1].kind == "session_revived"
 
 
-def test_exactly_one_of_two_racing_takers_breaks_a_stale_lock(eng: interlock.Engine) -> None:
-    eng.session("crashed", ttl=0.2, on_expire="keep").acquire("folder")
+def test_exactly_one_of_two_racing_takers_breaks_a_stale_lock(eng: interlock.Engine, make_engine: Engines) -> None:
+    make_engine.abandon(eng, ["folder"], "crashed", ttl=0.2, on_expire="keep")
     wait_until(lambda: eng.status("folder")["holders"][0]["stale"], "staleness")
     outcomes: list[str] = []
     barrier = threading.Barrier(2)
@@ -165,3 +176,77 @@ def test_exactly_one_of_two_racing_takers_breaks_a_stale_lock(eng: interlock.Eng
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["lost", "won"]
+
+
+def test_a_session_has_a_secret_of_its_own(eng: interlock.Engine) -> None:
+    a, b = eng.session("a"), eng.session("b")
+    assert isinstance(a.secret, str) and isinstance(b.secret, str)
+    assert uuid.UUID(a.secret) and a.secret != b.secret
+    assert a.secret != a.id and a.secret == a.secret, "the same secret each time"
+
+
+def test_resume_with_the_secret_takes_up_the_session(eng: interlock.Engine, make_engine: Engines) -> None:
+    s = eng.session("ReactorController", metadata={"user": "ana"})
+    held = s.acquire("r")
+    assert s.secret is not None
+    again = eng.resume(s.id, s.secret)
+    assert isinstance(again, interlock.Session)
+    assert (again.id, again.name, again.metadata, again.secret) == (s.id, s.name, s.metadata, s.secret)
+    lease = again.acquire("q")
+    assert lease.session_id == s.id and lease.valid
+    assert eng.check("q", s.id) and eng.check("r", s.id)
+    assert [x["id"] for x in eng.sessions()] == [s.id], "the same session, not a new one"
+    with pytest.raises(interlock.AlreadyHeld):
+        again.acquire("r", timeout=0)
+    assert again.close() == 2
+    make_engine.noticed(lambda: not held.valid and not lease.valid, "the releases")
+    with pytest.raises(interlock.NotFound):
+        eng.resume(s.id, s.secret)
+
+
+def test_resume_counts_as_activity(eng: interlock.Engine, make_engine: Engines) -> None:
+    id, secret = make_engine.abandon(eng, [], "packer", ttl=0.2, on_expire="keep")
+    wait_until(lambda: eng.sessions()[0]["stale"], "staleness")
+    eng.resume(id, secret)
+    assert eng.sessions()[0]["stale"] is False
+    assert eng.history(session_id=id)[-1].kind == "session_revived"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["8b0e9a52-3c7b-4c5e-9d43-5b1f3a0e6c11", "not-a-secret", ""],
+    ids=["wrong", "malformed", "empty"],
+)
+def test_resume_with_a_wrong_secret_is_permission_denied(eng: interlock.Engine, secret: str) -> None:
+    s = eng.session("a")
+    lease = s.acquire("r")
+    with pytest.raises(interlock.PermissionDenied) as denied:
+        eng.resume(s.id, secret)
+    assert isinstance(denied.value, PermissionError)
+    other = eng.session("b")
+    assert other.secret is not None
+    with pytest.raises(interlock.PermissionDenied):
+        eng.resume(s.id, other.secret)  # another session's secret
+    assert lease.valid and [x["id"] for x in eng.sessions()] == [s.id, other.id]
+
+
+def test_resume_of_an_unknown_or_closed_session_is_not_found(eng: interlock.Engine) -> None:
+    with pytest.raises(interlock.NotFound) as unknown:
+        eng.resume(str(uuid.uuid4()), str(uuid.uuid4()))
+    assert isinstance(unknown.value, KeyError)
+    s = eng.session("a")
+    assert s.secret is not None
+    s.close()
+    with pytest.raises(interlock.NotFound):
+        eng.resume(s.id, s.secret)
+
+
+def test_every_python_session_value_has_its_secret(eng: interlock.Engine) -> None:
+    # The engine hands out Session values only by opening (`session`) or resuming
+    # (`resume`) one, and either way the value knows the secret: there is no way to get a
+    # Session by its id alone, so `secret` is never None in this package.
+    s = eng.session("a")
+    assert s.secret is not None
+    assert eng.resume(s.id, s.secret).secret == s.secret
+    with eng.session("b") as b:
+        assert b.secret is not None
