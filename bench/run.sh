@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Reruns every benchmark: Rust (criterion pairs; the load bench) and Python (bench.py,
-# beside threading.Lock, filelock, fasteners, portalocker and redis-py's Lock). Prints
-# the tables that bench/RESULTS.md records. Takes about ten minutes.
+# Reruns every benchmark: Rust (criterion pairs; the load bench), Python (bench.py,
+# beside threading.Lock, filelock, fasteners, portalocker and redis-py's Lock), then the
+# server benchmarks (bench/remote.sh). Prints the tables that bench/RESULTS.md records.
+# Takes about twenty minutes.
 #
 # On the 2-core VMs we measure on, a process's two busy threads (caller and actor) run
 # either fast or about twice as slow for seconds at a time, depending on where the host
@@ -39,3 +40,4 @@ for run in 2 3; do
     echo "## Python uncontended pairs, process $run of 3"
     .venv/bin/python bench/python/bench.py --pairs-only
 done
+bash bench/remote.sh

@@ -6,7 +6,7 @@
 Rows: one uncontended acquire + release pair (median per pair), then 4 threads on one
 lock for a fixed time (pairs per second, p50/p99 of a pair, Jain's fairness index over
 the per-thread counts). Ratios are against interlock's `Session.acquire` row of the
-same run. Rows for several processes come with the server mode and are absent here.
+same run. Rows across processes (the server mode) are in remote.py, beside this file.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def main() -> int:
         print()
         for n in notes:
             print(f"- {n}")
-        print("- Rows for several processes come with the server mode (not built yet).")
+        print("- Rows across processes (the server mode): bench/python/remote.py, run by bench/remote.sh.")
     eng.close()
     return 0
 
