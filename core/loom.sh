@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Model-checks the reply slot (core/src/reply.rs) with loom: every interleaving of its
 # send / receive / cancel / hand-back races, up to LOOM_MAX_PREEMPTIONS preemptions per
-# run. Builds the lib's tests with `--cfg loom` (which rebuilds every dependency once, in
-# its own target directory) and prints how long it took.
+# run. The slot is built on its own (the crate core/loom, which includes that one file),
+# with `--cfg loom`, in a target directory of its own; prints how long it took.
 #
 #   core/loom.sh                          # all models
 #   core/loom.sh two_blocking_waiters     # the models whose name contains that
@@ -10,7 +10,7 @@
 # A deadlock (a lost wake-up) aborts the test binary after loom prints `deadlock; ...`.
 # On a failure, LOOM_CHECKPOINT_FILE / LOOM_LOCATION help replay it (see loom's docs).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/loom"
 
 export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg loom"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
@@ -18,11 +18,8 @@ export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
 export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-${CARGO_TARGET_DIR:-target}/loom}"
 
 start=$(date +%s)
-# `--cfg loom` reaches every dependency too, and tokio then leaves out `tokio::net`, which
-# the `remote` feature's WebSocket client needs: the models build without it.
 status=0
-cargo test -p interlock --no-default-features --release --lib "reply::loom_tests::${1:-}" \
-    -- --test-threads=1 --nocapture || status=$?
+cargo test --release --lib "reply::loom_tests::${1:-}" -- --test-threads=1 --nocapture || status=$?
 end=$(date +%s)
 verdict=$([ "$status" -eq 0 ] && echo passed || echo FAILED)
 echo "loom.sh: reply models $verdict in $((end - start)) s (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS, build included)"

@@ -44,13 +44,26 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: skipped, no nightly toolchain (rustup toolchain install nightly)"
     exit 0
 fi
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    echo "fuzz: installing cargo-fuzz"
-    cargo install cargo-fuzz --locked
-fi
+# The targets are cargo-fuzz's (`cargo +nightly fuzz run state_vs_model` works, with
+# cargo-fuzz installed), but this script builds them itself, with the flags cargo-fuzz
+# 0.13 gives rustc (its `cargo fuzz build` defaults: release, libFuzzer's coverage
+# instrumentation, AddressSanitizer), so that a fresh machine need not first compile
+# cargo-fuzz. `--target` keeps the flags away from build scripts.
+triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
+export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
+-Cllvm-args=-sanitizer-coverage-stack-depth --cfg fuzzing -Clink-dead-code -Zsanitizer=address \
+-Ccodegen-units=1"
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_odr_violation=0"
+# Its own target directory: these flags would rebuild everything the main build keeps.
+target_dir="${CARGO_TARGET_DIR:-target}/fuzz"
+echo "fuzz: building the targets (nightly, $triple)"
+cargo +nightly build --release --bins --target "$triple" --target-dir "$target_dir"
+bin="$target_dir/$triple/release"
 
 failed=()
-# fuzz TARGET SECONDS [CORPUS_DIR...] [-- LIBFUZZER_FLAGS...]
+# fuzz TARGET SECONDS [CORPUS_DIR...] [LIBFUZZER_FLAGS...]
 fuzz() {
     local target="$1" seconds="$2"
     shift 2
@@ -59,18 +72,18 @@ fuzz() {
         return
     fi
     # The corpus grows from run to run; keep it (it is ignored by git) to start further on.
-    mkdir -p "corpus/$target"
+    mkdir -p "corpus/$target" "artifacts/$target"
     echo "fuzz: $target for ${seconds}s"
     # -rss_limit_mb: the model keeps every event of a run; well under this.
-    if ! cargo +nightly fuzz run "$target" "corpus/$target" "$@" \
+    if ! "$bin/$target" -artifact_prefix="artifacts/$target/" "corpus/$target" "$@" \
         -max_total_time="$seconds" -rss_limit_mb=4096 -print_final_stats=1; then
         failed+=("$target")
     fi
 }
 
-fuzz state_vs_model "$state" --
+fuzz state_vs_model "$state"
 # Seeds: one valid message of each kind; the dictionary: the protocol's names.
-fuzz wire_decode "$wire" seeds/wire_decode -- -dict=wire_decode.dict
+fuzz wire_decode "$wire" seeds/wire_decode -dict=wire_decode.dict
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "fuzz: FAILED: ${failed[*]} (inputs under core/fuzz/artifacts/)" >&2

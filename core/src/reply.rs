@@ -20,13 +20,15 @@ use smallvec::SmallVec;
 
 use self::sync::{Arc, AtomicBool, AtomicU8, Condvar, Mutex, MutexGuard, UnsafeCell};
 
+// The path is spelled out: core/loom includes this file by its path, and a file included
+// so looks for its modules beside itself, not in `reply/`.
 #[cfg(all(test, loom))]
+#[path = "reply/loom_tests.rs"]
 mod loom_tests;
 
-/// The primitives this file synchronises with: std's, or loom's when the lib's own tests
-/// are built with `--cfg loom` (`core/loom.sh`), so that loom can run the code below
-/// through every interleaving. Loom is a dev-dependency: a `--cfg loom` build of the
-/// library for anything else (other test targets, benches) keeps std's.
+/// The primitives this file synchronises with: std's, or loom's when its tests are built
+/// with `--cfg loom` (`core/loom.sh`, which builds this file on its own, in the crate
+/// `core/loom`), so that loom can run the code below through every interleaving.
 mod sync {
     #[cfg(all(test, loom))]
     pub(super) use loom::{
