@@ -772,7 +772,7 @@ impl Lease {
             self.cell.leave_held(LeaseState::Released);
             return Ok(());
         }
-        self.handle.link.post(cmd)?;
+        self.handle.link.release(cmd, self.grant.fence)?;
         match self.cell.leave_held(LeaseState::Released) {
             // Released here, or already by the engine processing this release.
             LeaseState::Held | LeaseState::Released => Ok(()),

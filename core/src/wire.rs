@@ -30,9 +30,13 @@ pub enum ClientMsg {
         id: u64,
         cmd: Command,
     },
-    /// A command whose answer the client does not want (a release).
+    /// A command whose answer the client does not want (a release). With `fence`, the
+    /// fence of the lease a `release` ends: the client knows of that release, and the
+    /// server does not send this connection its lease notice.
     Post {
         cmd: Command,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<u64>,
     },
     /// Takes up a session by its secret: the connection may act as it from then on. The
     /// answer is a `reply` (the session's listing entry).
@@ -179,5 +183,20 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<ClientMsg>(r#"{"op":"call","id":1}"#).is_err());
+        // A `post` may name the fence of the lease it releases; without one it is as
+        // protocol 1 first had it, and it is written so.
+        let token = "6f1e8f1c-2b1a-4c3d-9e8f-0a1b2c3d4e5f";
+        let release = format!(r#"{{"op":"release","resource":"psu","token":"{token}"}}"#);
+        for (text, fence) in [
+            (
+                format!(r#"{{"op":"post","cmd":{release},"fence":7}}"#),
+                Some(7),
+            ),
+            (format!(r#"{{"op":"post","cmd":{release}}}"#), None),
+        ] {
+            let msg: ClientMsg = serde_json::from_str(&text).unwrap();
+            assert!(matches!(msg, ClientMsg::Post { fence: f, .. } if f == fence));
+            assert_eq!(serde_json::to_string(&msg).unwrap(), text);
+        }
     }
 }

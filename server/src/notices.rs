@@ -1,9 +1,10 @@
 //! The server's one subscription to its engine: it counts events for the metrics, and
 //! tells each WebSocket connection when a lease of a session it acts as ends, so that
-//! the remote holder learns it at once.
+//! the remote holder learns it at once. A release the connection itself sent with its
+//! lease's fence (`post` with `fence`) is not told back: its client knows.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use interlock::wire::ServerMsg;
 use interlock::{Event, EventKind, SessionId};
@@ -11,28 +12,77 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
 
+/// How many of its own releases a connection may have in flight untold; past that, the
+/// notices of further ones are sent as usual (a client that gives fences it never
+/// releases cannot grow the set).
+const QUIET_MAX: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where one connection's lease notices go, and the fences of the releases it sent
+/// itself, whose `released` notices it does not need.
+#[derive(Clone)]
+pub struct Route {
+    out: UnboundedSender<ServerMsg>,
+    quiet: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl Route {
+    pub fn new(out: UnboundedSender<ServerMsg>) -> Self {
+        Route {
+            out,
+            quiet: Arc::default(),
+        }
+    }
+
+    /// The connection is about to release the lease `fence` itself.
+    pub fn releasing(&self, fence: u64) {
+        let mut quiet = lock(&self.quiet);
+        if quiet.len() < QUIET_MAX {
+            quiet.insert(fence);
+        }
+    }
+
+    /// The connection's release of the lease `fence` failed: that lease ended otherwise
+    /// (or is not its to release), and its end is told as usual.
+    pub fn not_released(&self, fence: u64) {
+        lock(&self.quiet).remove(&fence);
+    }
+
+    /// Sends the notice of a lease's end, unless it is the connection's own release.
+    /// Whatever the end, the lease's fence leaves the set: a lease ends once.
+    fn ended(&self, fence: u64, ev: &Event) {
+        let own = lock(&self.quiet).remove(&fence);
+        if !(own && ev.kind == EventKind::Released) {
+            let _ = self.out.send(ServerMsg::Lease { event: ev.clone() });
+        }
+    }
+}
+
 /// Where the lease notices of each session go: the connection that last took it up.
 #[derive(Default)]
 pub struct Notices {
-    routes: Mutex<HashMap<SessionId, UnboundedSender<ServerMsg>>>,
+    routes: Mutex<HashMap<SessionId, Route>>,
 }
 
 impl Notices {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, UnboundedSender<ServerMsg>>> {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Route>> {
+        lock(&self.routes)
     }
 
     /// Sends `session`'s notices to `to` from now on.
-    pub fn route(&self, session: SessionId, to: UnboundedSender<ServerMsg>) {
-        self.lock().insert(session, to);
+    pub fn route(&self, session: SessionId, to: &Route) {
+        self.lock().insert(session, to.clone());
     }
 
     /// Stops sending the notices of `sessions` to `to` (a connection that ended), unless
     /// another connection has taken them up since.
-    pub fn forget(&self, sessions: &HashSet<SessionId>, to: &UnboundedSender<ServerMsg>) {
+    pub fn forget(&self, sessions: &HashSet<SessionId>, to: &Route) {
         let mut routes = self.lock();
         for s in sessions {
-            if routes.get(s).is_some_and(|r| r.same_channel(to)) {
+            if routes.get(s).is_some_and(|r| r.out.same_channel(&to.out)) {
                 routes.remove(s);
             }
         }
@@ -44,7 +94,7 @@ impl Notices {
         if ev.kind == EventKind::Lagged {
             // Some lease notices may be among the missed: every client checks its leases.
             for to in self.lock().values() {
-                let _ = to.send(ServerMsg::Resync);
+                let _ = to.out.send(ServerMsg::Resync);
             }
             return;
         }
@@ -59,11 +109,11 @@ impl Notices {
             self.lock().remove(&session);
             return;
         }
-        if ev.lease_end().is_none() {
+        let Some((fence, _)) = ev.lease_end() else {
             return;
-        }
+        };
         if let Some(to) = self.lock().get(&session) {
-            let _ = to.send(ServerMsg::Lease { event: ev.clone() });
+            to.ended(fence, ev);
         }
     }
 }

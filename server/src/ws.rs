@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::auth::{authorize, Caller, Owns, Role};
 use crate::error::{rejected, ApiError, ErrorBody};
 use crate::http::run;
+use crate::notices::Route;
 use crate::stall::WRITE_TIMEOUT;
 use crate::App;
 
@@ -73,6 +74,8 @@ struct Conn {
     /// its own requests.
     out: mpsc::UnboundedSender<ServerMsg>,
     out_rx: Option<mpsc::UnboundedReceiver<ServerMsg>>,
+    /// How the server's subscription reaches this connection (see `notices`).
+    route: Route,
     /// Subscription events: bounded, so that a slow client slows only its own
     /// subscriptions (they fall behind and get `lagged`), never the engine.
     events: mpsc::Sender<ServerMsg>,
@@ -104,6 +107,7 @@ impl Conn {
         Conn {
             app,
             role,
+            route: Route::new(out.clone()),
             out,
             out_rx: Some(out_rx),
             events,
@@ -162,8 +166,9 @@ impl Conn {
         // Waits and subscriptions end now; the sessions stay (they may be resumed).
         self.tasks.abort_all();
         self.acquires.clear();
-        self.app.notices.forget(&self.sessions, &self.out);
+        self.app.notices.forget(&self.sessions, &self.route);
         drop(self.out);
+        drop(self.route);
         drop(self.events);
         if !written {
             let _ = tokio::time::timeout(WRITE_TIMEOUT, writer).await;
@@ -229,8 +234,19 @@ impl Conn {
                 let result = self.call(cmd).await;
                 self.reply(id, result);
             }
-            ClientMsg::Post { cmd } => {
-                let _ = self.call(cmd).await;
+            ClientMsg::Post { cmd, fence } => {
+                // A release of the lease `fence`: its notice need not come back here. If
+                // the release fails, whatever ended that lease is told as usual.
+                let own = match (&cmd, fence) {
+                    (Command::Release { .. }, Some(fence)) => Some(fence),
+                    _ => None,
+                };
+                if let Some(fence) = own {
+                    self.route.releasing(fence);
+                }
+                if let (Err(_), Some(fence)) = (self.call(cmd).await, own) {
+                    self.route.not_released(fence);
+                }
             }
             ClientMsg::Resume {
                 id,
@@ -366,7 +382,7 @@ impl Conn {
     /// From now on this connection acts as `session`, and is told when its leases end.
     fn adopt(&mut self, session: SessionId) {
         self.sessions.insert(session);
-        self.app.notices.route(session, self.out.clone());
+        self.app.notices.route(session, &self.route);
     }
 
     async fn acquire(&mut self, id: u64, request: interlock::AcquireRequest, ack: bool) {

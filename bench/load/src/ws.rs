@@ -106,6 +106,7 @@ impl Conn {
                 }
             }
         };
+        let fence = grant.fence;
         let release = Command::Release {
             resource: grant.resource,
             token: grant.token,
@@ -113,7 +114,12 @@ impl Conn {
         if link.durable {
             link.call(release).await?;
         } else {
-            link.feed(&ClientMsg::Post { cmd: release }).await?;
+            // With its fence, as the client library posts it: no notice comes back.
+            link.feed(&ClientMsg::Post {
+                cmd: release,
+                fence: Some(fence),
+            })
+            .await?;
         }
         Ok(())
     }

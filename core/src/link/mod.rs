@@ -45,8 +45,9 @@ pub(crate) trait Link: Send + Sync {
     /// Sends `cmd`; its reply comes to the receiver.
     fn request(&self, cmd: Command) -> Result<reply::Receiver<Result<Reply>>>;
 
-    /// Sends `cmd` without waiting for its reply (a release, an undo).
-    fn post(&self, cmd: Command) -> Result<()>;
+    /// Sends the release `cmd` of the lease `fence` without waiting for its reply: its
+    /// holder has let go, and a remote link need not hear of that lease again.
+    fn release(&self, cmd: Command, fence: u64) -> Result<()>;
 
     /// Sends an acquire (its `on_lost` stays with the link).
     fn acquire(&self, req: AcquireRequest, ack: bool) -> Result<Started>;

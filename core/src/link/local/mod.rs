@@ -105,7 +105,7 @@ impl Link for LocalLink {
         })
     }
 
-    fn post(&self, cmd: Command) -> Result<()> {
+    fn release(&self, cmd: Command, _fence: u64) -> Result<()> {
         self.send(Msg::Call { cmd, reply: None })
     }
 

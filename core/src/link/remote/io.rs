@@ -186,6 +186,15 @@ async fn connect(target: &Target) -> Result<Ws> {
     }
 }
 
+/// The release of a lease this link no longer watches (given up, or granted to a caller
+/// that went away): posted with its fence, so that no notice of it comes back.
+fn released(resource: std::sync::Arc<str>, token: crate::types::Token, fence: u64) -> ClientMsg {
+    ClientMsg::Post {
+        cmd: Command::Release { resource, token },
+        fence: Some(fence),
+    }
+}
+
 fn text(msg: &ClientMsg) -> Message {
     Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
 }
@@ -329,10 +338,8 @@ async fn resume(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) -> Resul
         }
     }
     let to_release = std::mem::take(&mut shared.lock().to_release);
-    for (resource, token) in to_release {
-        let _ = tx.send(ClientMsg::Post {
-            cmd: Command::Release { resource, token },
-        });
+    for (resource, token, fence) in to_release {
+        let _ = tx.send(released(resource, token, fence));
     }
     check_leases(shared, tx).await?;
     let mut st = shared.lock();
@@ -450,11 +457,7 @@ fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: Ser
                 // The caller went away before its grant came: nobody holds it.
                 for h in held {
                     st.leases.remove(&h.grant.fence);
-                    let cmd = Command::Release {
-                        resource: h.grant.resource,
-                        token: h.grant.token,
-                    };
-                    let _ = tx.send(ClientMsg::Post { cmd });
+                    let _ = tx.send(released(h.grant.resource, h.grant.token, h.grant.fence));
                 }
             }
         }
@@ -533,11 +536,9 @@ fn answered(st: &mut LinkState, shared: &Shared, kind: CallKind, result: &Result
                     // release them there too.
                     s.lapsed = false;
                     let tx = st.conn.clone();
-                    for (resource, token) in std::mem::take(&mut st.to_release) {
+                    for (resource, token, fence) in std::mem::take(&mut st.to_release) {
                         if let Some(tx) = &tx {
-                            let _ = tx.send(ClientMsg::Post {
-                                cmd: Command::Release { resource, token },
-                            });
+                            let _ = tx.send(released(resource, token, fence));
                         }
                     }
                 }

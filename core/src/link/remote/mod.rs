@@ -174,7 +174,7 @@ struct LinkState {
     early_order: VecDeque<u64>,
     /// Leases given up when their session lapsed: released on the server once the
     /// session resumes, so that server and holder agree.
-    to_release: Vec<(Arc<str>, Token)>,
+    to_release: Vec<(Arc<str>, Token, u64)>,
     /// Why the link is disconnected (for the error callers get).
     down: String,
 }
@@ -446,7 +446,7 @@ impl LinkState {
         for fence in self.leases_of(session) {
             if reason == LostReason::ConnectionLost {
                 if let Some(w) = self.leases.get(&fence) {
-                    self.to_release.push((w.resource.clone(), w.token));
+                    self.to_release.push((w.resource.clone(), w.token, fence));
                 }
             }
             self.end_lease(jobs, fence, LeaseState::Lost(reason));
@@ -499,8 +499,16 @@ impl Link for RemoteLink {
         self.call(cmd)
     }
 
-    fn post(&self, cmd: Command) -> Result<()> {
-        self.send_new(|_, _| ClientMsg::Post { cmd })
+    fn release(&self, cmd: Command, fence: u64) -> Result<()> {
+        self.send_new(|_, st| {
+            // Its holder let go: nothing more to watch, and the server, told the fence,
+            // does not send the notice of this release back.
+            st.leases.remove(&fence);
+            ClientMsg::Post {
+                cmd,
+                fence: Some(fence),
+            }
+        })
     }
 
     fn acquire(&self, mut req: AcquireRequest, ack: bool) -> Result<Started> {
