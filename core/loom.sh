@@ -10,12 +10,16 @@
 # A deadlock (a lost wake-up) aborts the test binary after loom prints `deadlock; ...`.
 # On a failure, LOOM_CHECKPOINT_FILE / LOOM_LOCATION help replay it (see loom's docs).
 set -euo pipefail
-cd "$(dirname "$0")/loom"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root/core/loom"
 
 export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg loom"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
 # A --cfg loom build must not share std's target directory, or each would rebuild the other.
-export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-${CARGO_TARGET_DIR:-target}/loom}"
+# (A relative one is taken from the repository's root, as before.)
+target="${LOOM_TARGET_DIR:-${CARGO_TARGET_DIR:-target}/loom}"
+case "$target" in /*) ;; *) target="$root/$target" ;; esac
+export CARGO_TARGET_DIR="$target"
 
 start=$(date +%s)
 status=0

@@ -50,11 +50,13 @@ fi
 # instrumentation, AddressSanitizer), so that a fresh machine need not first compile
 # cargo-fuzz. `--target` keeps the flags away from build scripts.
 triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
-export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
--Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
--Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
--Cllvm-args=-sanitizer-coverage-stack-depth --cfg fuzzing -Clink-dead-code -Zsanitizer=address \
--Ccodegen-units=1"
+flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table
+-Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-simplifycfg-branch-fold-threshold=0
+--cfg fuzzing -Zsanitizer=address -Ccodegen-units=1"
+case "$triple" in *-linux-*) flags="$flags -Cllvm-args=-sanitizer-coverage-stack-depth" ;; esac
+# The caller's own flags come last, as with cargo-fuzz.
+export RUSTFLAGS="$(echo $flags)${RUSTFLAGS:+ $RUSTFLAGS}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_odr_violation=0"
 # Its own target directory: these flags would rebuild everything the main build keeps.
 target_dir="${CARGO_TARGET_DIR:-target}/fuzz"

@@ -88,6 +88,10 @@ pub enum ServerMsg {
         server: String,
         #[serde(default)]
         durable: bool,
+        /// The server takes a `post`'s `fence` (and then does not tell the connection of
+        /// that release): a client sends one only when this says so.
+        #[serde(default)]
+        quiet_releases: bool,
     },
     Reply {
         id: u64,

@@ -12,9 +12,11 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
 
-/// How many of its own releases a connection may have in flight untold; past that, the
-/// notices of further ones are sent as usual (a client that gives fences it never
-/// releases cannot grow the set).
+/// How many fences of its own releases a connection's set holds. A fence leaves it when
+/// its lease's end comes by; one whose end went elsewhere (the session was taken up by
+/// another connection, the subscription lagged, the lease was another session's) stays,
+/// harmlessly (a lease ends once), until the set is full and starts again empty: the
+/// releases then in flight are told, as without a fence.
 const QUIET_MAX: usize = 4096;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -40,9 +42,10 @@ impl Route {
     /// The connection is about to release the lease `fence` itself.
     pub fn releasing(&self, fence: u64) {
         let mut quiet = lock(&self.quiet);
-        if quiet.len() < QUIET_MAX {
-            quiet.insert(fence);
+        if quiet.len() >= QUIET_MAX {
+            quiet.clear();
         }
+        quiet.insert(fence);
     }
 
     /// The connection's release of the lease `fence` failed: that lease ended otherwise
@@ -93,7 +96,9 @@ impl Notices {
         metrics.count(ev);
         if ev.kind == EventKind::Lagged {
             // Some lease notices may be among the missed: every client checks its leases.
+            // Their ends may be among them too: those fences are forgotten.
             for to in self.lock().values() {
+                lock(&to.quiet).clear();
                 let _ = to.out.send(ServerMsg::Resync);
             }
             return;

@@ -199,6 +199,7 @@ impl Conn {
                     version: PROTOCOL_VERSION,
                     server: format!("interlock {}", env!("CARGO_PKG_VERSION")),
                     durable: self.app.handle.is_durable(),
+                    quiet_releases: true,
                 });
                 Ok(())
             }

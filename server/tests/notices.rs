@@ -23,6 +23,7 @@ struct Client {
     session: SessionId,
     /// Lease notices as they came: (kind, fence).
     notices: Vec<(EventKind, u64)>,
+    quiet_releases: bool,
 }
 
 impl Client {
@@ -35,12 +36,16 @@ impl Client {
             // Until the session below is opened.
             session: "00000000-0000-0000-0000-000000000000".parse().unwrap(),
             notices: Vec::new(),
+            quiet_releases: false,
         };
         c.send(ClientMsg::Hello {
             version: PROTOCOL_VERSION,
         })
         .await;
-        assert!(matches!(c.next().await, ServerMsg::Welcome { .. }));
+        match c.next().await {
+            ServerMsg::Welcome { quiet_releases, .. } => c.quiet_releases = quiet_releases,
+            other => panic!("expected welcome, got {other:?}"),
+        }
         match c
             .call(Command::OpenSession(SessionSpec::named("raw")))
             .await
@@ -122,9 +127,16 @@ impl Client {
 
     /// Waits until a notice of `fence` has come.
     async fn notice_of(&mut self, fence: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
         while !self.notices.iter().any(|&(_, f)| f == fence) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no notice of fence {fence}; notices: {:?}",
+                self.notices
+            );
             // A round trip lets the notices that are on their way arrive.
             self.call(Command::Locks).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -143,6 +155,7 @@ fn serve() -> (Handle, Server) {
 async fn a_release_posted_with_its_fence_is_not_told_back_and_every_other_end_is() {
     let (engine, server) = serve();
     let mut c = Client::open(&server).await;
+    assert!(c.quiet_releases);
     // Released by this connection, with the fence: no notice.
     let quiet = c.acquire("a").await;
     c.post_release(&quiet, Some(quiet.fence)).await;
@@ -160,7 +173,24 @@ async fn a_release_posted_with_its_fence_is_not_told_back_and_every_other_end_is
     let forced = c.acquire("e").await;
     assert_eq!(engine.force_release("e", Some("test")).unwrap(), 1);
     c.post_release(&forced, Some(forced.fence)).await;
-    c.notice_of(forced.fence).await;
+    // Released with its fence but a token that is not its own: that release fails, the
+    // fence is forgotten, and a release by someone else afterwards is told.
+    let failed = c.acquire("f").await;
+    let not_its: interlock::Token = "6f1e8f1c-2b1a-4c3d-9e8f-0a1b2c3d4e5f".parse().unwrap();
+    let cmd = Command::Release {
+        resource: failed.resource.clone(),
+        token: not_its,
+    };
+    c.send(ClientMsg::Post {
+        cmd,
+        fence: Some(failed.fence),
+    })
+    .await;
+    // Answered after the post was handled: the server takes a connection's messages in
+    // order.
+    c.call(Command::Locks).await;
+    engine.release(&failed.resource, failed.token).unwrap();
+    c.notice_of(failed.fence).await;
     // Notices come in the engine's order: had the first release been told, it would be
     // here before the others.
     assert_eq!(
@@ -170,6 +200,7 @@ async fn a_release_posted_with_its_fence_is_not_told_back_and_every_other_end_is
             (EventKind::Released, wrong.fence),
             (EventKind::Released, theirs.fence),
             (EventKind::ForceReleased, forced.fence),
+            (EventKind::Released, failed.fence),
         ]
     );
     // Every lease is free again: the quiet release did release.

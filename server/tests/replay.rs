@@ -101,6 +101,7 @@ fn fake_server(listener: TcpListener, sinces: mpsc::Sender<Option<u64>>) {
                             version: PROTOCOL_VERSION,
                             server: "fake".into(),
                             durable: false,
+                            quiet_releases: false,
                         };
                         sink.send(text_of(&welcome)).await.unwrap();
                     }

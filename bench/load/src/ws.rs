@@ -30,6 +30,8 @@ struct Link {
     /// The server keeps a journal: a release is answered after its commit, and waited
     /// for, as the client library does.
     durable: bool,
+    /// The server takes a posted release's fence (and then sends no notice of it).
+    quiet: bool,
 }
 
 impl Conn {
@@ -45,13 +47,18 @@ impl Conn {
             ws,
             next_id: 1,
             durable: false,
+            quiet: false,
         };
         link.send(&ClientMsg::Hello {
             version: PROTOCOL_VERSION,
         })
         .await?;
         match link.recv().await? {
-            ServerMsg::Welcome { durable, .. } => link.durable = durable,
+            ServerMsg::Welcome {
+                durable,
+                quiet_releases,
+                ..
+            } => (link.durable, link.quiet) = (durable, quiet_releases),
             other => return Err(format!("expected welcome, got {other:?}").into()),
         }
         let mut spec = SessionSpec::named(name);
@@ -115,9 +122,10 @@ impl Conn {
             link.call(release).await?;
         } else {
             // With its fence, as the client library posts it: no notice comes back.
+            let fence = link.quiet.then_some(fence);
             link.feed(&ClientMsg::Post {
                 cmd: release,
-                fence: Some(fence),
+                fence,
             })
             .await?;
         }

@@ -13,7 +13,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::Connector;
 
-use super::{due, owned, to_resume, Call, CallKind, ConnectOptions, LinkState, Shared};
+use super::{
+    due, owned, release_post, to_resume, Call, CallKind, ConnectOptions, LinkState, Shared,
+};
 use crate::error::{Error, ErrorKind, LostReason, Result};
 use crate::protocol::{Command, Reply};
 use crate::reply;
@@ -186,15 +188,6 @@ async fn connect(target: &Target) -> Result<Ws> {
     }
 }
 
-/// The release of a lease this link no longer watches (given up, or granted to a caller
-/// that went away): posted with its fence, so that no notice of it comes back.
-fn released(resource: std::sync::Arc<str>, token: crate::types::Token, fence: u64) -> ClientMsg {
-    ClientMsg::Post {
-        cmd: Command::Release { resource, token },
-        fence: Some(fence),
-    }
-}
-
 fn text(msg: &ClientMsg) -> Message {
     Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
 }
@@ -218,10 +211,15 @@ async fn connection(
     }
     match stream.next().await {
         Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(t.as_str()) {
-            Ok(ServerMsg::Welcome { durable, .. }) => {
+            Ok(ServerMsg::Welcome {
+                durable,
+                quiet_releases,
+                ..
+            }) => {
                 shared
                     .durable
                     .store(durable, std::sync::atomic::Ordering::Relaxed);
+                shared.lock().quiet = quiet_releases;
             }
             Ok(ServerMsg::Bye { error }) => return error.into(),
             _ => {
@@ -337,9 +335,12 @@ async fn resume(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) -> Resul
             }
         }
     }
-    let to_release = std::mem::take(&mut shared.lock().to_release);
+    let (to_release, quiet) = {
+        let mut st = shared.lock();
+        (std::mem::take(&mut st.to_release), st.quiet)
+    };
     for (resource, token, fence) in to_release {
-        let _ = tx.send(released(resource, token, fence));
+        let _ = tx.send(release_post(resource, token, fence, quiet));
     }
     check_leases(shared, tx).await?;
     let mut st = shared.lock();
@@ -385,6 +386,15 @@ async fn check_leases(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) ->
         })
         .await?
         {
+            // Still held there. If its holder let go here, the release went down with the
+            // last connection: it is sent again.
+            let mut st = shared.lock();
+            let let_go = st.leases.get(&fence).and_then(|w| {
+                (w.cell.get() == LeaseState::Released).then(|| (w.resource.clone(), w.token))
+            });
+            if let Some((resource, token)) = let_go {
+                st.post_release(tx, Command::Release { resource, token }, fence)?;
+            }
             continue;
         }
         let cmd = Command::History {
@@ -420,6 +430,13 @@ async fn check_leases(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) ->
 fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: ServerMsg) {
     let jobs = &shared.jobs;
     let mut st = shared.lock();
+    if let ServerMsg::Reply { id, .. }
+    | ServerMsg::Ack { id, .. }
+    | ServerMsg::Done { id, .. }
+    | ServerMsg::Subscribed { id, .. } = &msg
+    {
+        st.confirm(*id);
+    }
     match msg {
         ServerMsg::Welcome { .. } | ServerMsg::Bye { .. } => {}
         ServerMsg::Reply { id, result } => {
@@ -457,7 +474,13 @@ fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: Ser
                 // The caller went away before its grant came: nobody holds it.
                 for h in held {
                     st.leases.remove(&h.grant.fence);
-                    let _ = tx.send(released(h.grant.resource, h.grant.token, h.grant.fence));
+                    let quiet = st.quiet;
+                    let _ = tx.send(release_post(
+                        h.grant.resource,
+                        h.grant.token,
+                        h.grant.fence,
+                        quiet,
+                    ));
                 }
             }
         }
@@ -535,10 +558,10 @@ fn answered(st: &mut LinkState, shared: &Shared, kind: CallKind, result: &Result
                     // Its leases were given up here while the server kept the session:
                     // release them there too.
                     s.lapsed = false;
-                    let tx = st.conn.clone();
+                    let (tx, quiet) = (st.conn.clone(), st.quiet);
                     for (resource, token, fence) in std::mem::take(&mut st.to_release) {
                         if let Some(tx) = &tx {
-                            let _ = tx.send(released(resource, token, fence));
+                            let _ = tx.send(release_post(resource, token, fence, quiet));
                         }
                     }
                 }

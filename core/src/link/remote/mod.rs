@@ -172,6 +172,15 @@ struct LinkState {
     cells: Cells,
     early_ends: HashMap<u64, LeaseState>,
     early_order: VecDeque<u64>,
+    /// The server takes a release's fence and then sends no notice of it (its welcome
+    /// says so).
+    quiet: bool,
+    /// Releases posted with their fence, not yet known to be applied: (the id of the
+    /// first message sent after it, the fence). The server handles a connection's
+    /// messages in order, so an answer to that message or a later one means it was; until
+    /// then the lease stays watched, so that a notice of an end that came first still
+    /// reaches it, and a release lost with its connection is sent again on resume.
+    releasing: VecDeque<(u64, u64)>,
     /// Leases given up when their session lapsed: released on the server once the
     /// session resumes, so that server and holder agree.
     to_release: Vec<(Arc<str>, Token, u64)>,
@@ -221,6 +230,8 @@ impl RemoteLink {
                 cells: Cells::default(),
                 early_ends: HashMap::new(),
                 early_order: VecDeque::new(),
+                quiet: false,
+                releasing: VecDeque::new(),
                 to_release: Vec::new(),
                 down: "not connected yet".into(),
             }),
@@ -291,6 +302,16 @@ impl RemoteLink {
             }
         })?;
         Ok(rx)
+    }
+}
+
+/// The release of a lease this link no longer watches (given up, or granted to a caller
+/// that went away): posted with its fence if the server takes it (`quiet`), so that no
+/// notice of it comes back.
+fn release_post(resource: Arc<str>, token: Token, fence: u64, quiet: bool) -> ClientMsg {
+    ClientMsg::Post {
+        cmd: Command::Release { resource, token },
+        fence: quiet.then_some(fence),
     }
 }
 
@@ -460,9 +481,43 @@ impl LinkState {
         }
     }
 
+    /// Posts on `tx` the release `cmd` of the watched lease `fence` (see `releasing`).
+    fn post_release(
+        &mut self,
+        tx: &mpsc::UnboundedSender<ClientMsg>,
+        cmd: Command,
+        fence: u64,
+    ) -> Result<()> {
+        let msg = ClientMsg::Post {
+            cmd,
+            fence: self.quiet.then_some(fence),
+        };
+        tx.send(msg)
+            .map_err(|_| Error::ConnectionLost(self.down.clone()))?;
+        if self.quiet {
+            self.releasing.push_back((self.next_id, fence));
+        }
+        Ok(())
+    }
+
+    /// The message `id` was answered: the releases posted before it were applied, and
+    /// no notice of them will come.
+    fn confirm(&mut self, id: u64) {
+        while let Some(&(after, fence)) = self.releasing.front() {
+            if after > id {
+                break;
+            }
+            self.releasing.pop_front();
+            self.leases.remove(&fence);
+        }
+    }
+
     /// The connection is gone: every call and wait in flight fails with `err`.
     fn fail_in_flight(&mut self, err: &Error) {
         self.conn = None;
+        // Whether these got through is unknown: their leases stay watched, and the
+        // resume checks them (`io::check_leases`).
+        self.releasing.clear();
         self.fail_waits(err);
         self.wire_subs.clear();
     }
@@ -500,15 +555,14 @@ impl Link for RemoteLink {
     }
 
     fn release(&self, cmd: Command, fence: u64) -> Result<()> {
-        self.send_new(|_, st| {
-            // Its holder let go: nothing more to watch, and the server, told the fence,
-            // does not send the notice of this release back.
-            st.leases.remove(&fence);
-            ClientMsg::Post {
-                cmd,
-                fence: Some(fence),
-            }
-        })
+        self.birth.check()?;
+        let mut st = self.lock();
+        st.usable()?;
+        let tx = st.conn.clone();
+        match tx {
+            Some(tx) => st.post_release(&tx, cmd, fence),
+            None => Err(Error::ConnectionLost(st.down.clone())),
+        }
     }
 
     fn acquire(&self, mut req: AcquireRequest, ack: bool) -> Result<Started> {
