@@ -7,10 +7,13 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use interlock::wire::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
 use interlock::{
-    AcquireOptions, AcquireRequest, Command, Config, EventKind, Grant, Handle, Reply, SessionId,
+    AcquireOptions, AcquireRequest, Command, EventKind, Grant, Handle, Reply, SessionId,
     SessionSpec,
 };
-use interlock_server::{Server, ServerConfig};
+use interlock_server::Server;
+
+mod common;
+use common::serve;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -139,16 +142,6 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-}
-
-fn serve() -> (Handle, Server) {
-    let engine = Handle::new(Config::default()).unwrap();
-    let config = ServerConfig {
-        bind: "127.0.0.1:0".into(),
-        ..ServerConfig::default()
-    };
-    let server = Server::start(engine.clone(), config).unwrap();
-    (engine, server)
 }
 
 #[tokio::test]

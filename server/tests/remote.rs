@@ -2,20 +2,10 @@
 
 use std::time::Duration;
 
-use interlock::{
-    AcquireOptions, Config, ConnectOptions, ErrorKind, Handle, LeaseState, SessionSpec,
-};
-use interlock_server::{Server, ServerConfig};
+use interlock::{AcquireOptions, ConnectOptions, ErrorKind, Handle, LeaseState, SessionSpec};
 
-fn serve() -> (Handle, Server) {
-    let engine = Handle::new(Config::default()).unwrap();
-    let config = ServerConfig {
-        bind: "127.0.0.1:0".into(),
-        ..ServerConfig::default()
-    };
-    let server = Server::start(engine.clone(), config).unwrap();
-    (engine, server)
-}
+mod common;
+use common::serve;
 
 #[test]
 fn a_remote_engine_acquires_queues_and_releases() {
@@ -88,14 +78,14 @@ fn a_session_resumed_on_another_connection_acts_there() {
 
 #[test]
 fn a_client_closes_its_own_session_and_then_gets_the_engines_answers() {
-    let engine = Handle::new(Config::default()).unwrap();
+    let engine = Handle::new(interlock::Config::default()).unwrap();
     let token = "a-client-token-of-the-test";
-    let config = ServerConfig {
+    let config = interlock_server::ServerConfig {
         bind: "127.0.0.1:0".into(),
         tokens: interlock_server::Tokens::new([(token, interlock_server::Role::Client)]).unwrap(),
-        ..ServerConfig::default()
+        ..interlock_server::ServerConfig::default()
     };
-    let server = Server::start(engine.clone(), config).unwrap();
+    let server = interlock_server::Server::start(engine.clone(), config).unwrap();
     let options = ConnectOptions {
         token: Some(token.into()),
         ..ConnectOptions::default()

@@ -10,20 +10,17 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use interlock::wire::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
-use interlock::{AcquireOptions, Config, ConnectOptions, Event, EventKind, Handle, SessionSpec};
-use interlock_server::{Server, ServerConfig};
+use interlock::{AcquireOptions, ConnectOptions, Event, EventKind, Handle, SessionSpec};
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
+use common::serve;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_replay_longer_than_the_connection_queue_arrives_whole() {
-    let engine = Handle::new(Config::default()).unwrap();
-    let config = ServerConfig {
-        bind: "127.0.0.1:0".into(),
-        ..ServerConfig::default()
-    };
-    let server = Server::start(engine.clone(), config).unwrap();
+    let (engine, server) = serve();
     // 5,001 events: five times the connection's queue (1,024), half the ring (10,000).
     let s = engine.open_session(SessionSpec::named("burster")).unwrap();
     for _ in 0..2500 {
