@@ -517,55 +517,6 @@ static void test_renew_extends_a_lease(void) {
 
 /* ----- lost leases and the lost callback ---------------------------------------- */
 
-static void test_force_release_loses_the_lease(void) {
-  interlock_engine *e = new_engine();
-  char a[INTERLOCK_ID_SIZE], b[INTERLOCK_ID_SIZE];
-  open_session(e, "a", a);
-  open_session(e, "b", b);
-  lost_log log = LOST_LOG_INIT;
-  interlock_acquire_options o = with_timeout(0);
-  o.mode = "shared";
-  o.on_lost = on_lost;
-  o.on_lost_user_data = &log;
-  interlock_lease la, lb;
-  CHECK_OK(interlock_acquire(e, a, "psu", &o, &la));
-  CHECK_OK(interlock_acquire(e, b, "psu", &o, &lb));
-  size_t n = 0;
-  CHECK_OK(interlock_force_release(e, "psu", "maintenance", &n));
-  CHECK(n == 2);
-  CHECK_STATUS(interlock_release(e, "psu", la.token), INTERLOCK_LOCK_LOST);
-  CHECK(strstr(interlock_last_error(), "force_released") != NULL);
-  /* The engine remembers the loss: asking again gets the same answer. */
-  CHECK_STATUS(interlock_release(e, "psu", la.token), INTERLOCK_LOCK_LOST);
-  CHECK_STATUS(interlock_renew(e, "psu", lb.token, INFINITY, NULL), INTERLOCK_LOCK_LOST);
-  CHECK(EVENTUALLY(lost_calls(&log) == 2));
-  CHECK_STR(log.reason, "force_released");
-  CHECK_STR(log.resource, "psu");
-  CHECK_OK(interlock_force_release(e, "psu", NULL, NULL));
-  CHECK_OK(interlock_force_release(e, "psu", NULL, &n));
-  CHECK(n == 0);
-  CHECK_STATUS(interlock_force_release(e, "", NULL, &n), INTERLOCK_INVALID_ARGUMENT);
-  CHECK_STATUS(interlock_force_release(e, "psu", BAD_UTF8, &n), INTERLOCK_INVALID_ARGUMENT);
-  /* By fence: only the lease that carries it, and only while it is current. */
-  CHECK_OK(interlock_acquire(e, a, "psu", &o, &la));
-  CHECK_OK(interlock_acquire(e, b, "psu", &o, &lb));
-  CHECK_OK(interlock_force_release_fence(e, "psu", la.fence - 1, "stale view", &n));
-  CHECK(n == 0);
-  CHECK_OK(interlock_force_release_fence(e, "psu", lb.fence, "only b", &n));
-  CHECK(n == 1);
-  CHECK_STATUS(interlock_renew(e, "psu", lb.token, INFINITY, NULL), INTERLOCK_LOCK_LOST);
-  CHECK_OK(interlock_renew(e, "psu", la.token, INFINITY, NULL));
-  CHECK_OK(interlock_force_release_fence(e, "psu", lb.fence, NULL, &n));
-  CHECK(n == 0);
-  CHECK_OK(interlock_release(e, "psu", la.token));
-  char *json = NULL;
-  CHECK_OK(interlock_history(e, "psu", NULL, 0, &json));
-  CHECK(strstr(json, "\"kind\":\"force_released\"") != NULL);
-  CHECK(strstr(json, "maintenance") != NULL);
-  interlock_string_free(json);
-  interlock_engine_free(e);
-}
-
 static void test_preemption_loses_the_lower_priority_lease(void) {
   interlock_engine *e = new_engine();
   char plan[INTERLOCK_ID_SIZE], maint[INTERLOCK_ID_SIZE];
@@ -1081,7 +1032,6 @@ int main(void) {
   RUN(test_wrong_and_stale_tokens);
   RUN(test_bad_input_agrees_with_python);
   RUN(test_renew_extends_a_lease);
-  RUN(test_force_release_loses_the_lease);
   RUN(test_preemption_loses_the_lower_priority_lease);
   RUN(test_lease_ttl_expiry_loses_the_lease);
   RUN(test_break_stale_takes_over_a_stale_holder);

@@ -362,6 +362,26 @@ static void force_release(interlock_engine *e, interlock_engine *other) {
   CHECK(json != NULL && count_of(json, "\"kind\":\"force_released\"") == 3);
   CHECK(json != NULL && strstr(json, "maintenance") != NULL);
   interlock_string_free(json);
+
+  /* The engine remembers a loss: asking again gets the same answer. */
+  CHECK_STATUS(interlock_release(e, "psu", la.token), INTERLOCK_LOCK_LOST);
+  CHECK_OK(interlock_force_release(e, "psu", NULL, NULL));
+  CHECK_STATUS(interlock_force_release(e, "", NULL, &n), INTERLOCK_INVALID_ARGUMENT);
+  CHECK_STATUS(interlock_force_release(e, "psu", "\xff\xfe", &n), INTERLOCK_INVALID_ARGUMENT);
+  /* By fence: only the lease that carries it, and only while it is current. */
+  interlock_acquire_options q = with_timeout(0);
+  q.mode = "shared";
+  CHECK_OK(interlock_acquire(e, a, "psu", &q, &la));
+  CHECK_OK(interlock_acquire(e, b, "psu", &q, &lb));
+  CHECK_OK(interlock_force_release_fence(other, "psu", la.fence - 1, "stale view", &n));
+  CHECK(n == 0);
+  CHECK_OK(interlock_force_release_fence(other, "psu", lb.fence, "only b", &n));
+  CHECK(n == 1);
+  CHECK_STATUS(interlock_renew(e, "psu", lb.token, INFINITY, NULL), INTERLOCK_LOCK_LOST);
+  CHECK_OK(interlock_renew(e, "psu", la.token, INFINITY, NULL));
+  CHECK_OK(interlock_force_release_fence(other, "psu", lb.fence, NULL, &n));
+  CHECK(n == 0);
+  CHECK_OK(interlock_release(e, "psu", la.token));
   CHECK_OK(interlock_session_close(e, a, NULL));
   CHECK_OK(interlock_session_close(e, b, NULL));
   sleep_s(0.05);
