@@ -124,6 +124,18 @@ impl Handle {
         }
     }
 
+    /// Releases the lease `fence` (`token` on `resource`) without waiting for the
+    /// engine's answer, as [`Lease::release`] does: for code that relays a holder's
+    /// release (a server). Whatever is sent after it is applied after it. Fails only if
+    /// the release cannot be sent; whether it was current is not told.
+    pub fn post_release(&self, resource: &str, token: Token, fence: u64) -> Result<()> {
+        let cmd = Command::Release {
+            resource: resource.into(),
+            token,
+        };
+        self.link.release(cmd, fence)
+    }
+
     /// Extends the lease `token` on `resource` by `ttl` (by its own TTL if `None`); the
     /// new expiry. For a holder that kept only the token (across a restart, say).
     pub fn renew(

@@ -1,34 +1,40 @@
 //! The server's one subscription to its engine: it counts events for the metrics, and
 //! tells each WebSocket connection when a lease of a session it acts as ends, so that
-//! the remote holder learns it at once. A release the connection itself sent with its
-//! lease's fence (`post` with `fence`) is not told back: its client knows.
+//! the remote holder learns it at once. A release the connection itself posted with its
+//! lease's fence and token (`post` with `fence`) is not told back: its client knows.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use interlock::wire::ServerMsg;
-use interlock::{Event, EventKind, SessionId};
+use interlock::{Event, EventKind, Grant, SessionId, Token};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
 
-/// How many fences of its own releases a connection's set holds. A fence leaves it when
-/// its lease's end comes by; one whose end went elsewhere (the session was taken up by
-/// another connection, the subscription lagged, the lease was another session's) stays,
-/// harmlessly (a lease ends once), until the set is full and starts again empty: the
-/// releases then in flight are told, as without a fence.
+/// How many leases a connection's sets hold. A lease leaves them when its end comes by;
+/// one whose end went elsewhere (the session was taken up by another connection, the
+/// subscription lagged) stays, harmlessly (a lease ends once), until a set is full and
+/// starts again empty: the releases then in flight are told, as without a fence.
 const QUIET_MAX: usize = 4096;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Where one connection's lease notices go, and the fences of the releases it sent
-/// itself, whose `released` notices it does not need.
+/// The leases a connection handed out and has not heard the end of, and those of them it
+/// is releasing itself, whose `released` notices it does not need.
+#[derive(Default)]
+struct Quiet {
+    granted: HashMap<u64, Token>,
+    releasing: HashSet<u64>,
+}
+
+/// Where one connection's lease notices go.
 #[derive(Clone)]
 pub struct Route {
     out: UnboundedSender<ServerMsg>,
-    quiet: Arc<Mutex<HashSet<u64>>>,
+    quiet: Arc<Mutex<Quiet>>,
 }
 
 impl Route {
@@ -39,28 +45,48 @@ impl Route {
         }
     }
 
-    /// The connection is about to release the lease `fence` itself.
-    pub fn releasing(&self, fence: u64) {
+    /// The connection hands out these grants (before it tells its client of them).
+    pub fn granted(&self, grants: &[Grant]) {
         let mut quiet = lock(&self.quiet);
-        if quiet.len() >= QUIET_MAX {
-            quiet.clear();
+        for g in grants {
+            if quiet.granted.len() >= QUIET_MAX {
+                quiet.granted.clear();
+            }
+            quiet.granted.insert(g.fence, g.token);
         }
-        quiet.insert(fence);
     }
 
-    /// The connection's release of the lease `fence` failed: that lease ended otherwise
-    /// (or is not its to release), and its end is told as usual.
-    pub fn not_released(&self, fence: u64) {
-        lock(&self.quiet).remove(&fence);
+    /// The connection's client posted the release of the lease `fence` by `token`: if
+    /// that is the token the lease was handed out with, its `released` notice is not
+    /// told. (A release with another token fails, and tells nothing.)
+    pub fn releasing(&self, fence: u64, token: Token) {
+        let mut quiet = lock(&self.quiet);
+        if quiet.granted.get(&fence) != Some(&token) {
+            return;
+        }
+        quiet.granted.remove(&fence);
+        if quiet.releasing.len() >= QUIET_MAX {
+            quiet.releasing.clear();
+        }
+        quiet.releasing.insert(fence);
     }
 
     /// Sends the notice of a lease's end, unless it is the connection's own release.
-    /// Whatever the end, the lease's fence leaves the set: a lease ends once.
+    /// Whatever the end, the lease leaves the sets: a lease ends once.
     fn ended(&self, fence: u64, ev: &Event) {
-        let own = lock(&self.quiet).remove(&fence);
+        let own = {
+            let mut quiet = lock(&self.quiet);
+            quiet.granted.remove(&fence);
+            quiet.releasing.remove(&fence)
+        };
         if !(own && ev.kind == EventKind::Released) {
             let _ = self.out.send(ServerMsg::Lease { event: ev.clone() });
         }
+    }
+
+    /// Some notices were missed: nothing is known to be quiet any more.
+    fn forget_all(&self) {
+        *lock(&self.quiet) = Quiet::default();
     }
 }
 
@@ -98,7 +124,7 @@ impl Notices {
             // Some lease notices may be among the missed: every client checks its leases.
             // Their ends may be among them too: those fences are forgotten.
             for to in self.lock().values() {
-                lock(&to.quiet).clear();
+                to.forget_all();
                 let _ = to.out.send(ServerMsg::Resync);
             }
             return;

@@ -14,7 +14,7 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use interlock::wire::{ClientMsg, Outcome, ServerMsg, PROTOCOL_VERSION};
 use interlock::{
-    Command, Error, ErrorKind, Event, EventKind, Grants, Reply, SessionId, Ticket, WireError,
+    Command, Error, ErrorKind, Event, EventKind, Grants, Reply, SessionId, Ticket, Token, WireError,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -235,19 +235,12 @@ impl Conn {
                 let result = self.call(cmd).await;
                 self.reply(id, result);
             }
-            ClientMsg::Post { cmd, fence } => {
-                // A release of the lease `fence`: its notice need not come back here. If
-                // the release fails, whatever ended that lease is told as usual.
-                let own = match (&cmd, fence) {
-                    (Command::Release { .. }, Some(fence)) => Some(fence),
-                    _ => None,
-                };
-                if let Some(fence) = own {
-                    self.route.releasing(fence);
-                }
-                if let (Err(_), Some(fence)) = (self.call(cmd).await, own) {
-                    self.route.not_released(fence);
-                }
+            ClientMsg::Post {
+                cmd: Command::Release { resource, token },
+                fence,
+            } => self.post_release(resource, token, fence),
+            ClientMsg::Post { cmd, .. } => {
+                let _ = self.call(cmd).await;
             }
             ClientMsg::Resume {
                 id,
@@ -304,6 +297,31 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// A release the client posted, handed on without waiting for the engine's answer:
+    /// the connection reads on at once, and its next message is applied after it all the
+    /// same (one queue to the engine). With `fence`, and the token that lease was handed
+    /// out with here, the lease's `released` notice is not told back (see `notices`).
+    fn post_release(&self, resource: Arc<str>, token: Token, fence: Option<u64>) {
+        let own = Acting {
+            sessions: &self.sessions,
+            ended: None,
+        };
+        let cmd = Command::Release {
+            resource: resource.clone(),
+            token,
+        };
+        if authorize(self.role, &own, &cmd).is_err() {
+            return;
+        }
+        if let Some(fence) = fence {
+            self.route.releasing(fence, token);
+        }
+        let _ = self
+            .app
+            .handle
+            .post_release(&resource, token, fence.unwrap_or_default());
     }
 
     /// One command, as the HTTP routes run it; a session this opens is this
@@ -439,13 +457,17 @@ impl Conn {
         let (told, told_rx) = tokio::sync::watch::channel(false);
         self.acquires.insert(id, (ticket.clone(), told_rx));
         let out = self.out.clone();
+        let route = self.route.clone();
         let handle = self.app.handle.clone();
         let takes = request.options.preempt || request.options.break_stale;
         self.tasks.spawn(async move {
             let result = ticket
                 .wait_async()
                 .await
-                .map(|leases| leases.iter().map(|l| l.grant().clone()).collect());
+                .map(|leases| leases.iter().map(|l| l.grant().clone()).collect::<Grants>());
+            if let Ok(grants) = &result {
+                route.granted(grants);
+            }
             if takes {
                 // The leases this grant took away may be this client's too.
                 let _ = handle.callbacks_done_async().await;

@@ -167,7 +167,8 @@ async fn a_release_posted_with_its_fence_is_not_told_back_and_every_other_end_is
     assert_eq!(engine.force_release("e", Some("test")).unwrap(), 1);
     c.post_release(&forced, Some(forced.fence)).await;
     // Released with its fence but a token that is not its own: that release fails, the
-    // fence is forgotten, and a release by someone else afterwards is told.
+    // fence does not make the lease quiet, and a release by someone else afterwards is
+    // told.
     let failed = c.acquire("f").await;
     let not_its: interlock::Token = "6f1e8f1c-2b1a-4c3d-9e8f-0a1b2c3d4e5f".parse().unwrap();
     let cmd = Command::Release {
