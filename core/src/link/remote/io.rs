@@ -232,8 +232,16 @@ async fn connection(
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<ClientMsg>();
     let writer = async move {
+        // What callers queued while the last write went out leaves in one write (a
+        // release and the next acquire, say): one system call, and the server reads both
+        // at once.
         while let Some(msg) = rx.recv().await {
-            if sink.send(text(&msg)).await.is_err() {
+            let mut batch = sink.feed(text(&msg)).await;
+            while batch.is_ok() {
+                let Ok(msg) = rx.try_recv() else { break };
+                batch = sink.feed(text(&msg)).await;
+            }
+            if batch.is_err() || sink.flush().await.is_err() {
                 break;
             }
         }
