@@ -23,7 +23,7 @@ lint:
 # a message where there is no nightly toolchain).
 test-rust:
 	cargo test --workspace
-	cargo test -p interlock --bench pairs --bench load
+	cargo test --workspace --bench '*'
 	bash core/loom.sh
 	bash core/fuzz/run.sh 60
 

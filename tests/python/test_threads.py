@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 from helpers import wait_until
@@ -80,6 +81,16 @@ def test_other_threads_run_while_one_is_blocked(eng: interlock.Engine) -> None:
     holder.release()
     blocked.join()
     assert got[0].valid
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in the main thread, as in a terminal, even where
+    pytest was started with SIGINT ignored (a shell's background job): Python then leaves
+    it ignored, and `interrupt_main` does nothing."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 def interrupt_main_when(condition: Callable[[], object]) -> threading.Thread:
