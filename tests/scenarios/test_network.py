@@ -1,6 +1,7 @@
 """Scenario 3: network cuts, through a TCP proxy (proxy.py) between clients and server.
 
 - a cut shorter than the TTL loses nothing;
+- a release that went down with its connection is sent again after the reconnect;
 - a longer cut runs the holder's on_lost ("connection_lost") before the server grants
   the lock to a waiter connected directly (50 trials, margins reported);
 - a subscription through the proxy has no gap after reconnects;
@@ -71,6 +72,34 @@ def test_short_cut_loses_nothing(lab: Lab, lang: str) -> None:
     ends = [e for e in history(server, "psu") if e["kind"] in LEASE_ENDS + ("session_expired",)]
     assert [(e["kind"], e["fence"], e["reason"]) for e in ends] == [("released", held["fence"], None)]
     lab.note(f"{lang}: " + "; ".join(notes) + "; same session, same fence, released normally")
+
+
+def test_a_release_lost_with_its_connection_is_sent_again(lab: Lab) -> None:
+    server = lab.server("--history-limit", "10000")
+    proxy = lab.proxy(server)
+    client = lab.worker("python", "client")
+    client.connect(proxy.url, 15)
+    session = client.open()
+    client.acquire("psu", timeout=5)
+    held = client.wait("granted", res="psu")
+    # The release is posted into a connection that carries nothing, and goes down with it.
+    proxy.swallow()
+    client.send("release", "psu")
+    client.wait("released", res="psu", fence=held["fence"])
+    time.sleep(0.3)
+    assert holder_ids(server, "psu") == [session]
+    accepted = proxy.accepted
+    proxy.sever(refuse=False)
+    proxy.resume()
+    wait_until(lambda: holder_ids(server, "psu") == [], what="the release to be sent again")
+    assert proxy.accepted > accepted
+    ends = [e for e in history(server, "psu") if e["kind"] in LEASE_ENDS + ("session_expired",)]
+    assert [(e["kind"], e["fence"], e["session_id"]) for e in ends] == [
+        ("released", held["fence"], session)]
+    # The same session goes on: nothing was lost on the client either.
+    assert session in [s["id"] for s in server.admin.sessions()]
+    assert not client.find("lost"), client.find("lost")
+    lab.note("a release lost with its connection was sent again on the new one")
 
 
 # ----- a long cut: on_lost before the grant, 50 trials -------------------------------

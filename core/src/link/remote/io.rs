@@ -13,9 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::Connector;
 
-use super::{
-    due, owned, release_post, to_resume, Call, CallKind, ConnectOptions, LinkState, Shared,
-};
+use super::{due, owned, to_resume, Call, CallKind, ConnectOptions, LinkState, Shared, Unwatched};
 use crate::error::{Error, ErrorKind, LostReason, Result};
 use crate::protocol::{Command, Reply};
 use crate::reply;
@@ -343,13 +341,7 @@ async fn resume(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) -> Resul
             }
         }
     }
-    let (to_release, quiet) = {
-        let mut st = shared.lock();
-        (std::mem::take(&mut st.to_release), st.quiet)
-    };
-    for (resource, token, fence) in to_release {
-        let _ = tx.send(release_post(resource, token, fence, quiet));
-    }
+    shared.lock().post_unwatched(None);
     check_leases(shared, tx).await?;
     let mut st = shared.lock();
     let subs: Vec<(u64, Option<Vec<String>>, Option<u64>)> = st
@@ -397,11 +389,12 @@ async fn check_leases(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) ->
             // Still held there. If its holder let go here, the release went down with the
             // last connection: it is sent again.
             let mut st = shared.lock();
-            let let_go = st.leases.get(&fence).and_then(|w| {
-                (w.cell.get() == LeaseState::Released).then(|| (w.resource.clone(), w.token))
-            });
+            let let_go = st
+                .leases
+                .get(&fence)
+                .and_then(|w| w.let_go.then(|| (w.resource.clone(), w.token)));
             if let Some((resource, token)) = let_go {
-                st.post_release(tx, Command::Release { resource, token }, fence)?;
+                st.post_release(tx, resource, token, fence)?;
             }
             continue;
         }
@@ -481,14 +474,15 @@ fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: Ser
             if let Err(Ok(held)) = a.done.send(outcome) {
                 // The caller went away before its grant came: nobody holds it.
                 for h in held {
-                    st.leases.remove(&h.grant.fence);
-                    let quiet = st.quiet;
-                    let _ = tx.send(release_post(
-                        h.grant.resource,
-                        h.grant.token,
-                        h.grant.fence,
-                        quiet,
-                    ));
+                    let g = h.grant;
+                    st.leases.remove(&g.fence);
+                    let lease = Unwatched {
+                        resource: g.resource.clone(),
+                        token: g.token,
+                        session: g.session_id,
+                    };
+                    st.to_release.insert(g.fence, lease);
+                    let _ = st.post_release(tx, g.resource, g.token, g.fence);
                 }
             }
         }
@@ -566,12 +560,7 @@ fn answered(st: &mut LinkState, shared: &Shared, kind: CallKind, result: &Result
                     // Its leases were given up here while the server kept the session:
                     // release them there too.
                     s.lapsed = false;
-                    let (tx, quiet) = (st.conn.clone(), st.quiet);
-                    for (resource, token, fence) in std::mem::take(&mut st.to_release) {
-                        if let Some(tx) = &tx {
-                            let _ = tx.send(release_post(resource, token, fence, quiet));
-                        }
-                    }
+                    st.post_unwatched(Some(session));
                 }
             }
         }
@@ -589,6 +578,8 @@ fn answered(st: &mut LinkState, shared: &Shared, kind: CallKind, result: &Result
 
 fn forget_session(st: &mut LinkState, shared: &Shared, session: SessionId) {
     st.sessions.remove(&session);
+    // The server ended its leases with it.
+    st.to_release.retain(|_, u| u.session != session);
     let jobs = shared.jobs.clone();
     st.lose_session(&jobs, session, LostReason::SessionExpired);
 }

@@ -100,6 +100,17 @@ struct Watched {
     session: SessionId,
     resource: Arc<str>,
     token: Token,
+    /// Its holder let go of it here: its release was posted (set with the post, under
+    /// the link's lock, so that a resume sees it whatever the holder's thread does next).
+    let_go: bool,
+}
+
+/// A lease this link let go of without watching it (given up when its session lapsed,
+/// or granted to a caller that went away).
+struct Unwatched {
+    resource: Arc<str>,
+    token: Token,
+    session: SessionId,
 }
 
 /// What the answer to a call also means to the link.
@@ -181,9 +192,10 @@ struct LinkState {
     /// then the lease stays watched, so that a notice of an end that came first still
     /// reaches it, and a release lost with its connection is sent again on resume.
     releasing: VecDeque<(u64, u64)>,
-    /// Leases given up when their session lapsed: released on the server once the
-    /// session resumes, so that server and holder agree.
-    to_release: Vec<(Arc<str>, Token, u64)>,
+    /// Leases let go of here and no longer watched, by fence: released on the server
+    /// (those of a lapsed session once it resumes, and all again after each reconnect)
+    /// until an answer shows the release applied, so that server and holder agree.
+    to_release: HashMap<u64, Unwatched>,
     /// Why the link is disconnected (for the error callers get).
     down: String,
 }
@@ -232,7 +244,7 @@ impl RemoteLink {
                 early_order: VecDeque::new(),
                 quiet: false,
                 releasing: VecDeque::new(),
-                to_release: Vec::new(),
+                to_release: HashMap::default(),
                 down: "not connected yet".into(),
             }),
             durable: Default::default(),
@@ -302,16 +314,6 @@ impl RemoteLink {
             }
         })?;
         Ok(rx)
-    }
-}
-
-/// The release of a lease this link no longer watches (given up, or granted to a caller
-/// that went away): posted with its fence if the server takes it (`quiet`), so that no
-/// notice of it comes back.
-fn release_post(resource: Arc<str>, token: Token, fence: u64, quiet: bool) -> ClientMsg {
-    ClientMsg::Post {
-        cmd: Command::Release { resource, token },
-        fence: quiet.then_some(fence),
     }
 }
 
@@ -418,6 +420,7 @@ impl LinkState {
                             session: grant.session_id,
                             resource: grant.resource.clone(),
                             token: grant.token,
+                            let_go: false,
                         },
                     );
                 }
@@ -467,7 +470,12 @@ impl LinkState {
         for fence in self.leases_of(session) {
             if reason == LostReason::ConnectionLost {
                 if let Some(w) = self.leases.get(&fence) {
-                    self.to_release.push((w.resource.clone(), w.token, fence));
+                    let lease = Unwatched {
+                        resource: w.resource.clone(),
+                        token: w.token,
+                        session,
+                    };
+                    self.to_release.insert(fence, lease);
                 }
             }
             self.end_lease(jobs, fence, LeaseState::Lost(reason));
@@ -481,23 +489,53 @@ impl LinkState {
         }
     }
 
-    /// Posts on `tx` the release `cmd` of the watched lease `fence` (see `releasing`).
+    /// Posts on `tx` the release of the lease `fence` by `token` (see `releasing`). Only
+    /// the token the lease was handed out with lets it go here: a release with another
+    /// fails on the server, and ends nothing.
     fn post_release(
         &mut self,
         tx: &mpsc::UnboundedSender<ClientMsg>,
-        cmd: Command,
+        resource: Arc<str>,
+        token: Token,
         fence: u64,
     ) -> Result<()> {
         let msg = ClientMsg::Post {
-            cmd,
+            cmd: Command::Release { resource, token },
             fence: self.quiet.then_some(fence),
         };
         tx.send(msg)
             .map_err(|_| Error::ConnectionLost(self.down.clone()))?;
-        if self.quiet {
+        let watched = self.leases.get_mut(&fence).filter(|w| w.token == token);
+        let ours = match watched {
+            Some(w) => {
+                w.let_go = true;
+                true
+            }
+            None => self
+                .to_release
+                .get(&fence)
+                .is_some_and(|u| u.token == token),
+        };
+        if ours {
             self.releasing.push_back((self.next_id, fence));
         }
         Ok(())
+    }
+
+    /// Posts the releases of `to_release` (of every lease in it, or of `session`'s).
+    fn post_unwatched(&mut self, session: Option<SessionId>) {
+        let Some(tx) = self.conn.clone() else {
+            return;
+        };
+        let posts: Vec<(Arc<str>, Token, u64)> = self
+            .to_release
+            .iter()
+            .filter(|(_, u)| session.is_none_or(|s| u.session == s))
+            .map(|(f, u)| (u.resource.clone(), u.token, *f))
+            .collect();
+        for (resource, token, fence) in posts {
+            let _ = self.post_release(&tx, resource, token, fence);
+        }
     }
 
     /// The message `id` was answered: the releases posted before it were applied, and
@@ -508,7 +546,11 @@ impl LinkState {
                 break;
             }
             self.releasing.pop_front();
-            self.leases.remove(&fence);
+            self.to_release.remove(&fence);
+            if self.quiet {
+                // No notice of it will come.
+                self.leases.remove(&fence);
+            }
         }
     }
 
@@ -558,9 +600,12 @@ impl Link for RemoteLink {
         self.birth.check()?;
         let mut st = self.lock();
         st.usable()?;
+        let Command::Release { resource, token } = cmd else {
+            return Err(Error::invalid("only a release is posted"));
+        };
         let tx = st.conn.clone();
         match tx {
-            Some(tx) => st.post_release(&tx, cmd, fence),
+            Some(tx) => st.post_release(&tx, resource, token, fence),
             None => Err(Error::ConnectionLost(st.down.clone())),
         }
     }
