@@ -31,11 +31,16 @@ use crate::App;
 /// server's own limit, not of the default: `--max-message` may be larger than that.)
 const FRAME_FACTOR: usize = 4;
 
-/// The WebSocket protocol of remote engines (`docs/protocol.md`): any role may connect,
-/// and each message is authorized by role.
 /// Bytes a connection reads from its socket at once.
 const READ_BUFFER: usize = 4096;
 
+/// Posted releases a connection hands the engine in a row without waiting: the next one
+/// is awaited (and with it every one before), so that a client that posts faster than
+/// the engine applies fills its own socket, not the engine's queue.
+const POSTS_AHEAD: u32 = 32;
+
+/// The WebSocket protocol of remote engines (`docs/protocol.md`): any role may connect,
+/// and each message is authorized by role.
 #[utoipa::path(get, path = "/v1/ws",
     responses((status = 101, description = "the WebSocket protocol of `docs/protocol.md`"), (status = 426, body = ErrorBody, description = "not a WebSocket upgrade")))]
 pub async fn upgrade(
@@ -86,6 +91,8 @@ struct Conn {
     subscriptions: HashMap<u64, tokio::task::AbortHandle>,
     tasks: JoinSet<Finished>,
     hello: bool,
+    /// Posted releases handed on since a command of this connection was last awaited.
+    posted: u32,
 }
 
 /// Ends a connection: the error its `bye` says.
@@ -117,6 +124,7 @@ impl Conn {
             subscriptions: HashMap::new(),
             tasks: JoinSet::new(),
             hello: false,
+            posted: 0,
         }
     }
 
@@ -238,7 +246,7 @@ impl Conn {
             ClientMsg::Post {
                 cmd: Command::Release { resource, token },
                 fence,
-            } => self.post_release(resource, token, fence),
+            } => self.post_release(resource, token, fence).await,
             ClientMsg::Post { cmd, .. } => {
                 let _ = self.call(cmd).await;
             }
@@ -299,11 +307,12 @@ impl Conn {
         }
     }
 
-    /// A release the client posted, handed on without waiting for the engine's answer:
-    /// the connection reads on at once, and its next message is applied after it all the
-    /// same (one queue to the engine). With `fence`, and the token that lease was handed
-    /// out with here, the lease's `released` notice is not told back (see `notices`).
-    fn post_release(&self, resource: Arc<str>, token: Token, fence: Option<u64>) {
+    /// A release the client posted, handed on without waiting for the engine's answer
+    /// (but for one in `POSTS_AHEAD`): the connection reads on at once, and its next
+    /// message is applied after it all the same (one queue to the engine). With `fence`,
+    /// and the token that lease was handed out with here, the lease's `released` notice
+    /// is not told back (see `notices`).
+    async fn post_release(&mut self, resource: Arc<str>, token: Token, fence: Option<u64>) {
         let own = Acting {
             sessions: &self.sessions,
             ended: None,
@@ -318,10 +327,16 @@ impl Conn {
         if let Some(fence) = fence {
             self.route.releasing(fence, token);
         }
-        let _ = self
-            .app
-            .handle
-            .post_release(&resource, token, fence.unwrap_or_default());
+        self.posted += 1;
+        if self.posted < POSTS_AHEAD {
+            let _ = self
+                .app
+                .handle
+                .post_release(&resource, token, fence.unwrap_or_default());
+            return;
+        }
+        self.posted = 0;
+        let _ = self.app.handle.execute_async(cmd).await;
     }
 
     /// One command, as the HTTP routes run it; a session this opens is this
@@ -349,7 +364,10 @@ impl Conn {
             cmd,
             Command::ForceRelease { .. } | Command::CloseSession { .. }
         );
-        let reply = run(&self.app, self.role, &own, cmd).await?;
+        let reply = run(&self.app, self.role, &own, cmd).await;
+        // The posts before it were applied before it.
+        self.posted = 0;
+        let reply = reply?;
         if ends_leases {
             self.notices_first().await;
         }

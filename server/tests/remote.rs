@@ -29,6 +29,27 @@ fn a_remote_engine_acquires_queues_and_releases() {
 }
 
 #[test]
+fn a_long_run_of_posted_releases_is_applied_in_full_before_the_next_call() {
+    // More posts in a row than the server hands on without waiting (it awaits one in
+    // each `POSTS_AHEAD`): none is lost, and the call after them sees them all applied.
+    let (engine, server) = serve();
+    let remote = Handle::connect(server.url(), ConnectOptions::default()).unwrap();
+    let a = remote.open_session(SessionSpec::named("remote-a")).unwrap();
+    let names: Vec<String> = (0..100).map(|i| format!("channel-{i}")).collect();
+    let leases: Vec<_> = names
+        .iter()
+        .map(|n| a.acquire(n, &AcquireOptions::default()).unwrap())
+        .collect();
+    assert_eq!(engine.locks().unwrap().len(), 100);
+    for lease in &leases {
+        lease.release().unwrap();
+    }
+    assert!(remote.status("channel-99").unwrap().holders.is_empty());
+    assert!(engine.locks().unwrap().is_empty());
+    assert!(leases.iter().all(|l| l.state() == LeaseState::Released));
+}
+
+#[test]
 fn a_lease_taken_away_on_the_server_turns_lost_remotely() {
     let (engine, server) = serve();
     let remote = Handle::connect(server.url(), ConnectOptions::default()).unwrap();
