@@ -341,7 +341,7 @@ async fn resume(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) -> Resul
             }
         }
     }
-    shared.lock().post_unwatched(None);
+    shared.lock().post_unwatched(tx, None);
     check_leases(shared, tx).await?;
     let mut st = shared.lock();
     let subs: Vec<(u64, Option<Vec<String>>, Option<u64>)> = st
@@ -560,7 +560,9 @@ fn answered(st: &mut LinkState, shared: &Shared, kind: CallKind, result: &Result
                     // Its leases were given up here while the server kept the session:
                     // release them there too.
                     s.lapsed = false;
-                    st.post_unwatched(Some(session));
+                    if let Some(tx) = st.conn.clone() {
+                        st.post_unwatched(&tx, Some(session));
+                    }
                 }
             }
         }

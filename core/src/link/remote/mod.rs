@@ -522,11 +522,13 @@ impl LinkState {
         Ok(())
     }
 
-    /// Posts the releases of `to_release` (of every lease in it, or of `session`'s).
-    fn post_unwatched(&mut self, session: Option<SessionId>) {
-        let Some(tx) = self.conn.clone() else {
-            return;
-        };
+    /// Posts on `tx` the releases of `to_release` (of every lease in it, or of
+    /// `session`'s).
+    fn post_unwatched(
+        &mut self,
+        tx: &mpsc::UnboundedSender<ClientMsg>,
+        session: Option<SessionId>,
+    ) {
         let posts: Vec<(Arc<str>, Token, u64)> = self
             .to_release
             .iter()
@@ -534,7 +536,7 @@ impl LinkState {
             .map(|(f, u)| (u.resource.clone(), u.token, *f))
             .collect();
         for (resource, token, fence) in posts {
-            let _ = self.post_release(&tx, resource, token, fence);
+            let _ = self.post_release(tx, resource, token, fence);
         }
     }
 
