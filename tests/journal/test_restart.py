@@ -87,6 +87,28 @@ def test_remote_clients_keep_their_leases_across_a_restart_inside_the_grace(serv
     eng.close()
 
 
+def test_leases_a_client_gave_up_are_released_on_the_server_when_it_resumes(serve: Serve) -> None:
+    """Down longer than the session's TTL but back inside the grace: the client gave its
+    lease up (`connection_lost`) while the restored server kept it for the session. When
+    the session resumes, the client releases it there too, so that the two agree."""
+    srv = serve("--grace", "30")
+    eng = interlock.connect(srv.url, session_ttl=2.0)
+    s = eng.session("lapsing")
+    lease = s.acquire("psu")
+    srv.kill9()
+    wait_until(lambda: not lease.valid, 10, "the lease to turn lost")
+    assert lease.lost_reason == "connection_lost"
+    srv.start()
+    wait_until(reconnected(eng), 15, "the client to reconnect")
+    wait_until(lambda: not eng.status("psu")["locked"], 10, "the given-up lease to be released")
+    ends = [e for e in srv.get(f"/v1/history?session_id={s.id}")
+            if e["kind"] in ("released", "expired", "session_expired")]
+    assert [(e["kind"], e["fence"]) for e in ends] == [("released", lease.fence)]
+    s.heartbeat()  # the session itself goes on
+    assert s.acquire("psu", timeout=1.0).fence > lease.fence
+    eng.close()
+
+
 def test_a_remote_client_back_after_the_grace_loses_its_leases_with_session_expired(serve: Serve) -> None:
     """Down longer than the session's TTL: the client gives its leases up first
     (`connection_lost`, Chubby's rule: the holder learns before anyone else can get the
