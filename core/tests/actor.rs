@@ -454,6 +454,49 @@ fn subscriptions_see_live_events_replay_from_a_seq_and_end_on_close() {
 }
 
 #[test]
+fn a_replay_that_catches_up_an_expiry_gets_each_event_once() {
+    // A lease runs out while nothing wakes the actor (a manual clock): the subscription
+    // that replays from the start is the first message after it. The expiry, and the
+    // grant it makes possible, come to it once each, in order.
+    use EventKind::*;
+    let (clock, eng, s) = manual_clock_engine();
+    let b = eng.open_session(SessionSpec::named("b")).unwrap();
+    let opts = AcquireOptions {
+        ttl: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let first = s.acquire("psu", &opts).unwrap();
+    let ticket = b.enqueue(&["psu"], &AcquireOptions::default()).unwrap();
+    clock.advance(Duration::from_secs(60));
+    let sub = eng.subscribe(None, Some(0)).unwrap();
+    let second = ticket.wait(Some(Duration::from_secs(5))).unwrap().remove(0);
+    second.release().unwrap();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e: &Arc<Event>| e.kind == Released && e.fence() == Some(second.fence()))
+    {
+        seen.push(next_event(&sub));
+    }
+    let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let ends: Vec<_> = seen
+        .iter()
+        .filter(|e| e.resource.as_deref() == Some("psu") && e.kind != Queued)
+        .map(|e| (e.kind, e.fence()))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (Acquired, Some(first.fence())),
+            (Expired, Some(first.fence())),
+            (Acquired, Some(second.fence())),
+            (Released, Some(second.fence())),
+        ]
+    );
+}
+
+#[test]
 fn a_slow_subscriber_gets_a_lagged_marker_and_never_stalls_the_engine() {
     let eng = Handle::new(Config {
         subscriber_buffer: 4,

@@ -159,9 +159,7 @@ impl Actor {
             if self.handle(msg).is_break() {
                 break;
             }
-            while let Some(held) = self.undone.pop() {
-                self.release(held);
-            }
+            self.release_undone();
             if self.pay_when_due().is_err() {
                 break;
             }
@@ -263,9 +261,16 @@ impl Actor {
             Err(TryRecvError::Disconnected) => None,
             Err(TryRecvError::Empty) => {
                 // Caught up: the batch is done, and the async callers answered since the
-                // last time are woken.
+                // last time are woken. A grant whose caller went away meanwhile is
+                // released before the actor waits: nobody holds it until then.
                 if self.pay().is_err() {
                     return None;
+                }
+                while !self.undone.is_empty() {
+                    self.release_undone();
+                    if self.pay().is_err() {
+                        return None;
+                    }
                 }
                 self.flush_wakes();
                 self.wait_for_message()
@@ -354,8 +359,11 @@ impl Actor {
                 since,
                 reply,
             } => {
-                // The events still owed go out first: a new subscriber replays them from
-                // the history or not at all, never twice.
+                // What is due by now ends first, and the events still owed go out
+                // (written first): a new subscriber replays them from the history or not
+                // at all, never twice, and never before they are written. (Its replay,
+                // at the same time, then has nothing left to end.)
+                let _ = self.apply(Command::Tick, None);
                 if self.pay().is_err() {
                     return ControlFlow::Break(());
                 }
@@ -431,14 +439,16 @@ impl Actor {
             .collect()
     }
 
-    /// Releases a grant whose caller went away before it arrived: a vanished waiter
-    /// never holds a lock.
-    fn release(&mut self, held: Held) {
-        let cmd = Command::Release {
-            resource: held.grant.resource,
-            token: held.grant.token,
-        };
-        let _ = self.apply(cmd, None);
+    /// Releases the grants whose callers went away before they arrived: a vanished
+    /// waiter never holds a lock.
+    fn release_undone(&mut self) {
+        while let Some(held) = self.undone.pop() {
+            let cmd = Command::Release {
+                resource: held.grant.resource,
+                token: held.grant.token,
+            };
+            let _ = self.apply(cmd, None);
+        }
     }
 
     fn publish(&mut self, events: &[Arc<Event>]) {
