@@ -202,3 +202,42 @@ fn the_history_view_shows_every_event_while_its_newest_rows_move_into_the_indexe
     assert_eq!(last.len(), 3);
     assert_eq!(last[2].seq as i64, ask("SELECT MAX(seq) FROM history"));
 }
+
+#[test]
+fn times_out_of_range_in_a_file_start_the_engine_or_refuse_it_never_panic() {
+    let path = temp("far");
+    let engine = Handle::new(durable(&path)).unwrap();
+    let s = engine
+        .open_session(SessionSpec {
+            ttl: Some(Duration::from_secs(60)),
+            ..SessionSpec::named("holder")
+        })
+        .unwrap();
+    let lease = s.acquire("psu", &AcquireOptions::default()).unwrap();
+    let fence = lease.fence();
+    engine.close();
+    drop((lease, s, engine));
+    // Far in the future: as good as never.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "UPDATE leases SET expires_at = 1e30, ttl = 1e30;
+         UPDATE sessions SET ttl = 1e300, last_seen = 1e30;",
+    )
+    .unwrap();
+    drop(db);
+    let engine = Handle::new(durable(&path)).unwrap();
+    let st = engine.status("psu").unwrap();
+    assert_eq!(st.holders[0].fence, fence);
+    engine.close();
+    drop(engine);
+    // Before 1970: not a time interlock writes.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("UPDATE sessions SET created_at = -1e30;")
+        .unwrap();
+    drop(db);
+    let Err(err) = Handle::new(durable(&path)) else {
+        panic!("a time before 1970 was taken");
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("before 1970"), "{err}");
+}

@@ -71,10 +71,17 @@ pub(crate) fn open(config: Config, clock: Arc<dyn Clock>, seed: [u8; 32]) -> Res
     {
         let mut journal = SqliteJournal::open(&jc)?;
         let snap = journal.load(config.global_history)?;
-        // Times before this start are restored too: count from the oldest of them.
-        let back = snap
-            .earliest()
-            .map_or(0.0, |t| (clock.unix_base() - t).max(0.0));
+        // Times before this start are restored too: count from the oldest of them (never
+        // one before 1970: interlock writes none).
+        let earliest = snap.earliest().unwrap_or(f64::INFINITY);
+        if earliest < 0.0 {
+            return Err(crate::Error::InvalidArgument(format!(
+                "journal {}: it holds a time before 1970 ({earliest}), which interlock does \
+                 not write; nothing was changed",
+                jc.path.display()
+            )));
+        }
+        let back = (clock.unix_base() - earliest).max(0.0);
         let clock: Arc<dyn Clock> = Arc::new(crate::clock::Since {
             inner: clock,
             back: Duration::from_secs_f64(back),

@@ -189,7 +189,8 @@ impl Retention {
                             SELECT MAX(seq) AS newest FROM history_indexed UNION ALL
                             SELECT MAX(seq) FROM history_recent)) - ?1"
                     ),
-                    params![rows as i64],
+                    // More rows than SQLite counts: all of them.
+                    params![i64::try_from(rows).unwrap_or(i64::MAX)],
                 )
                 .map_err(sql("trimming the history"))?;
             }
@@ -669,5 +670,31 @@ mod tests {
             keep_for: Some(1.0),
         };
         assert_eq!(by_age.trim_every(), TRIM_EVERY);
+    }
+
+    #[test]
+    fn a_keep_rows_beyond_what_sqlite_counts_keeps_every_row() {
+        let dir = temp("huge");
+        let mut journal = SqliteJournal::open(&JournalConfig::at(dir.join("locks.db"))).unwrap();
+        journal
+            .db
+            .execute_batch(
+                "INSERT INTO history_recent (seq, at, kind) VALUES (1, 1.0, 'acquired'), (2, 2.0, 'released');",
+            )
+            .unwrap();
+        let count = |db: &Connection| -> i64 {
+            db.query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
+                .unwrap()
+        };
+        for (rows, left) in [(u64::MAX, 2), (1u64 << 63, 2), (1, 1)] {
+            let retention = Retention {
+                keep_rows: Some(rows),
+                keep_for: None,
+            };
+            let tx = journal.db.transaction().unwrap();
+            retention.trim(&tx).unwrap();
+            tx.commit().unwrap();
+            assert_eq!(count(&journal.db), left, "keep_rows {rows}");
+        }
     }
 }

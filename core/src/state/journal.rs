@@ -164,7 +164,10 @@ impl State {
         grace: Duration,
     ) -> State {
         let mut st = State::new(cfg, unix_base, seed).journaled();
-        let mono = |unix: f64| Duration::from_secs_f64((unix - unix_base).max(0.0));
+        // A time too far ahead to count is as good as never (as a TTL too long to add).
+        let mono = |unix: f64| {
+            Duration::try_from_secs_f64((unix - unix_base).max(0.0)).unwrap_or(Duration::MAX)
+        };
         st.next_fence = st.next_fence.max(snap.next_fence);
         st.next_seq = st.next_seq.max(snap.next_seq);
         let mut sessions = snap.sessions;
@@ -183,7 +186,7 @@ impl State {
                 opened: s.opened,
                 created_at: s.created_at,
                 last_seen: mono(s.last_seen),
-                not_before: now + ttl.unwrap_or_default().max(grace),
+                not_before: now.saturating_add(ttl.unwrap_or_default().max(grace)),
                 stale: s.stale,
                 leases: HashSet::default(),
                 waits: HashSet::default(),
