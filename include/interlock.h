@@ -197,6 +197,15 @@ typedef struct interlock_config {
    * longer) to heartbeat or resume before it expires.
    */
   double journal_grace;
+  /**
+   * History rows the journal keeps (older ones are deleted); `UINT64_MAX`: no limit by
+   * count.
+   */
+  uint64_t journal_keep_rows;
+  /**
+   * Days of history the journal keeps; `INFINITY`: no limit by age.
+   */
+  double journal_keep_days;
 } interlock_config;
 
 /**
@@ -450,7 +459,7 @@ const char *interlock_status_name(uint32_t status);
 /**
  * Fills `config` with the defaults: no lock TTL, no session TTL (`INFINITY`), a history
  * of 100 events, `on_session_expire = "release"` (a static string), no journal, a
- * journal grace of 15 s.
+ * journal grace of 15 s, the newest million history rows kept, for no limit of days.
  *
  * `config` must not be NULL.
  */

@@ -60,6 +60,11 @@ pub struct interlock_config {
     /// After a restart on a journal, seconds every session has (at least; its TTL if
     /// longer) to heartbeat or resume before it expires.
     pub journal_grace: f64,
+    /// History rows the journal keeps (older ones are deleted); `UINT64_MAX`: no limit by
+    /// count.
+    pub journal_keep_rows: u64,
+    /// Days of history the journal keeps; `INFINITY`: no limit by age.
+    pub journal_keep_days: f64,
 }
 
 impl interlock_config {
@@ -74,6 +79,8 @@ impl interlock_config {
             Some(path) => Some(JournalConfig {
                 grace: ttl_from_secs("journal_grace", self.journal_grace)?
                     .ok_or_else(|| invalid("journal_grace must be finite"))?,
+                keep_rows: (self.journal_keep_rows != u64::MAX).then_some(self.journal_keep_rows),
+                keep_for: ttl_from_secs("journal_keep_days", self.journal_keep_days * 86_400.0)?,
                 ..JournalConfig::at(path)
             }),
             None => None,
@@ -181,7 +188,7 @@ fn write_json(value: &impl Serialize, out: Out<*mut c_char>) -> Result<()> {
 
 /// Fills `config` with the defaults: no lock TTL, no session TTL (`INFINITY`), a history
 /// of 100 events, `on_session_expire = "release"` (a static string), no journal, a
-/// journal grace of 15 s.
+/// journal grace of 15 s, the newest million history rows kept, for no limit of days.
 ///
 /// `config` must not be NULL.
 #[no_mangle]
@@ -190,6 +197,7 @@ pub unsafe extern "C" fn interlock_config_init(config: *mut interlock_config) ->
         // SAFETY: `config` is an out-pointer argument (pointer contract).
         let out = unsafe { Out::new(config, "config") }?;
         let d = Config::default();
+        let j = JournalConfig::at("");
         out.write(interlock_config {
             lock_ttl: secs_or_inf(d.lock_ttl.map(|t| t.as_secs_f64())),
             session_ttl: secs_or_inf(d.session_ttl.map(|t| t.as_secs_f64())),
@@ -199,7 +207,9 @@ pub unsafe extern "C" fn interlock_config_init(config: *mut interlock_config) ->
                 OnExpire::Keep => c"keep".as_ptr(),
             },
             journal: std::ptr::null(),
-            journal_grace: JournalConfig::at("").grace.as_secs_f64(),
+            journal_grace: j.grace.as_secs_f64(),
+            journal_keep_rows: j.keep_rows.unwrap_or(u64::MAX),
+            journal_keep_days: secs_or_inf(j.keep_for.map(|d| d.as_secs_f64() / 86_400.0)),
         });
         Ok(())
     }

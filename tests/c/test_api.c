@@ -1016,6 +1016,57 @@ static void test_a_callback_may_free_the_engine(void) {
   interlock_unsubscribe(sub);
 }
 
+/* ----- the journal ----------------------------------------------------------------- */
+
+static void test_a_journal_keeps_locks_across_a_restart_and_trims_its_history(void) {
+  char dir[] = "/tmp/interlock-c-journal-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char path[sizeof dir + 16];
+  snprintf(path, sizeof path, "%s/locks.db", dir);
+  interlock_config c;
+  CHECK_OK(interlock_config_init(&c));
+  CHECK(c.journal == NULL && c.journal_keep_rows == 1000000 && isinf(c.journal_keep_days));
+  c.journal = path;
+  interlock_engine *e = (interlock_engine *)&c;
+  interlock_config bad = c;
+  bad.journal_keep_days = 0.0;
+  CHECK_STATUS(interlock_engine_new(&bad, &e), INTERLOCK_INVALID_ARGUMENT);
+  bad.journal_keep_days = NAN;
+  CHECK_STATUS(interlock_engine_new(&bad, &e), INTERLOCK_INVALID_ARGUMENT);
+  CHECK(e == (interlock_engine *)&c);
+
+  c.journal_keep_rows = 3;
+  c.journal_keep_days = 30.0;
+  CHECK_OK(interlock_engine_new(&c, &e));
+  char a[INTERLOCK_ID_SIZE];
+  open_session(e, "a", a);
+  interlock_lease kept, l;
+  CHECK_OK(interlock_acquire(e, a, "psu", NULL, &kept));
+  for (int i = 0; i < 5; i++) {
+    CHECK_OK(interlock_acquire(e, a, "scope", NULL, &l));
+    CHECK_OK(interlock_release(e, "scope", l.token)); /* returns once written */
+  }
+  interlock_engine_free(e);
+
+  CHECK_OK(interlock_engine_new(&c, &e));
+  bool yes = false;
+  CHECK_OK(interlock_check_fence(e, "psu", kept.fence, &yes));
+  CHECK(yes);
+  char *json = NULL;
+  CHECK_OK(interlock_history(e, "scope", NULL, 0, &json));
+  CHECK(count_of(json, "\"seq\"") <= 3); /* the newest 3 rows of the whole history */
+  interlock_string_free(json);
+  CHECK_OK(interlock_release(e, "psu", kept.token)); /* the token still works */
+  /* A second engine on the same file is refused while this one holds it. */
+  interlock_engine *other = (interlock_engine *)&c;
+  CHECK_STATUS(interlock_engine_new(&c, &other), INTERLOCK_INVALID_ARGUMENT);
+  CHECK(other == (interlock_engine *)&c);
+  interlock_engine_free(e);
+  char rm[sizeof dir + 16];
+  snprintf(rm, sizeof rm, "rm -rf %s", dir);
+  CHECK(system(rm) == 0);
+}
+
 int main(void) {
   RUN(test_status_codes_are_fixed_and_named);
   RUN(test_last_error_is_per_thread);
@@ -1045,5 +1096,6 @@ int main(void) {
   RUN(test_subscribe_validates_its_arguments);
   RUN(test_subscription_outlives_its_engine);
   RUN(test_a_callback_may_free_the_engine);
+  RUN(test_a_journal_keeps_locks_across_a_restart_and_trims_its_history);
   return summary("test_api");
 }
