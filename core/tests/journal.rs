@@ -241,3 +241,34 @@ fn times_out_of_range_in_a_file_start_the_engine_or_refuse_it_never_panic() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("before 1970"), "{err}");
 }
+
+#[test]
+fn a_row_it_cannot_read_refuses_the_file_rather_than_dropping_it() {
+    let path = temp("unreadable");
+    let engine = Handle::new(durable(&path)).unwrap();
+    let s = engine.open_session(SessionSpec::named("holder")).unwrap();
+    let lease = s.acquire("psu", &AcquireOptions::default()).unwrap();
+    lease.release().unwrap();
+    engine.close();
+    drop((lease, s, engine));
+    for (damage, what) in [
+        (
+            "UPDATE sessions SET metadata = '{not json'",
+            "reading the sessions",
+        ),
+        (
+            "UPDATE history_recent SET kind = 'vanished' WHERE kind = 'released'",
+            "is not an event",
+        ),
+    ] {
+        let copy = path.with_file_name(format!("{}.db", what.len()));
+        std::fs::copy(&path, &copy).unwrap();
+        let db = rusqlite::Connection::open(&copy).unwrap();
+        assert_eq!(db.execute(damage, []).unwrap(), 1, "{damage}");
+        drop(db);
+        let Err(err) = Handle::new(durable(&copy)) else {
+            panic!("{damage}: the file was taken");
+        };
+        assert!(err.to_string().contains(what), "{damage}: {err}");
+    }
+}

@@ -348,7 +348,13 @@ impl Journal for SqliteJournal {
                 Ok(SessionRow {
                     id: parse(&r.get::<_, String>(0)?)?,
                     name: r.get(1)?,
-                    metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+                    metadata: serde_json::from_str(&metadata).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            2,
+                            rusqlite::types::Type::Text,
+                            e.into(),
+                        )
+                    })?,
                     secret_hash: hash_of(&r.get::<_, String>(3)?)?,
                     ttl: r.get(4)?,
                     on_expire: parse::<OnExpire>(&r.get::<_, String>(5)?)?,
@@ -403,11 +409,20 @@ impl Journal for SqliteJournal {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(sql("reading the history"))?;
         events.reverse();
+        // A row that is not an event refuses the file: none is dropped unsaid.
         let history = events
             .into_iter()
-            .filter_map(|v| serde_json::from_value::<Event>(v).ok())
-            .map(std::sync::Arc::new)
-            .collect();
+            .map(|v| {
+                let seq = v["seq"].clone();
+                serde_json::from_value::<Event>(v)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| {
+                        Error::Internal(format!(
+                            "journal: reading the history: row {seq} is not an event ({e})"
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?;
         Ok(Snapshot {
             sessions,
             leases,
