@@ -207,12 +207,7 @@ fn the_history_view_shows_every_event_while_its_newest_rows_move_into_the_indexe
 fn times_out_of_range_in_a_file_start_the_engine_or_refuse_it_never_panic() {
     let path = temp("far");
     let engine = Handle::new(durable(&path)).unwrap();
-    let s = engine
-        .open_session(SessionSpec {
-            ttl: Some(Duration::from_secs(60)),
-            ..SessionSpec::named("holder")
-        })
-        .unwrap();
+    let s = engine.open_session(SessionSpec::named("holder")).unwrap();
     let lease = s.acquire("psu", &AcquireOptions::default()).unwrap();
     let fence = lease.fence();
     engine.close();

@@ -86,7 +86,6 @@ def test_a_release_lost_with_its_connection_is_sent_again(lab: Lab) -> None:
     proxy.swallow()
     client.send("release", "psu")
     client.wait("released", res="psu", fence=held["fence"])
-    time.sleep(0.3)
     assert holder_ids(server, "psu") == [session]
     accepted = proxy.accepted
     proxy.sever(refuse=False)

@@ -310,22 +310,21 @@ fn migrate(db: &Connection, version: i64) -> std::result::Result<(), String> {
     .map_err(|e| format!("cannot bring its tables from schema {version} to {SCHEMA}: {e}"))
 }
 
+/// A text column that does not read as what it should hold.
+fn unreadable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+}
+
 fn mode_of(s: &str) -> rusqlite::Result<Mode> {
-    s.parse().map_err(|e: Error| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-    })
+    s.parse().map_err(|e: Error| unreadable(e))
 }
 
 fn parse<T: std::str::FromStr<Err = Error>>(s: &str) -> rusqlite::Result<T> {
-    s.parse().map_err(|e: Error| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-    })
+    s.parse().map_err(|e: Error| unreadable(e))
 }
 
 fn hash_of(s: &str) -> rusqlite::Result<SecretHash> {
-    SecretHash::from_hex(s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-    })
+    SecretHash::from_hex(s).map_err(unreadable)
 }
 
 impl Journal for SqliteJournal {
@@ -348,13 +347,7 @@ impl Journal for SqliteJournal {
                 Ok(SessionRow {
                     id: parse(&r.get::<_, String>(0)?)?,
                     name: r.get(1)?,
-                    metadata: serde_json::from_str(&metadata).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            2,
-                            rusqlite::types::Type::Text,
-                            e.into(),
-                        )
-                    })?,
+                    metadata: serde_json::from_str(&metadata).map_err(unreadable)?,
                     secret_hash: hash_of(&r.get::<_, String>(3)?)?,
                     ttl: r.get(4)?,
                     on_expire: parse::<OnExpire>(&r.get::<_, String>(5)?)?,
