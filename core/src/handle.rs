@@ -642,9 +642,11 @@ impl Ticket {
         pending
     }
 
-    /// A grant that arrived in the slot after the ticket was cancelled goes back.
+    /// Closes the slot of a cancelled ticket: a grant already in it goes back, and one
+    /// sent later is handed back to the engine, which releases it. (Taking what is there
+    /// and then dropping the slot would lose a grant sent in between, held by nobody.)
     fn take_unseen(&self) {
-        if let Some(Ok(outcome)) = self.rx.try_take() {
+        if let Some(Ok(outcome)) = self.rx.close() {
             self.give_back(outcome);
         }
     }

@@ -117,6 +117,26 @@ fn send_races_receiver_drop() {
     });
 }
 
+/// (2, closed) A send racing `close` (a ticket cancelled as its grant comes): the value
+/// is returned by `close` or handed back to the sender, never left in the slot.
+#[test]
+fn send_races_close() {
+    model("send_races_close", || {
+        let (value, drops) = token();
+        let (tx, rx) = channel(Duration::ZERO);
+        let receiver = thread::spawn(move || rx.close().map(|r| r.is_ok()));
+        let sent = tx.send(value);
+        let closed = receiver.join().unwrap();
+        match (&sent, closed) {
+            (Err(_), None) | (Ok(()), Some(true)) => {}
+            (sent, closed) => panic!("send {:?}, close {closed:?}", sent.is_ok()),
+        }
+        // Returned (and dropped by the receiver's thread) or handed back: dropped once.
+        drop(sent);
+        assert_eq!(drops.load(SeqCst), 1);
+    });
+}
+
 /// (2, async) A send racing a cancelled wait: the receiver registers a waker, then is
 /// dropped. Same outcomes, and the stored waker is released either way.
 #[test]
