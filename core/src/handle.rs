@@ -782,7 +782,18 @@ impl Lease {
         };
         if self.handle.link.durable() {
             // A durable engine's release is done once written: wait for it to say so.
-            self.handle.execute(cmd).map_err(|e| self.lost_or(e))?;
+            match self.handle.execute(cmd.clone()) {
+                Ok(_) => {}
+                // Over a link that went down, whether it was written is not known: the
+                // lease stays valid until the link, once back, has sent it again and
+                // seen it applied (and if the link never comes back, the server expires
+                // the session after its TTL, and the lease with it).
+                Err(e @ Error::ConnectionLost(_)) => {
+                    self.handle.link.release(cmd, self.grant.fence)?;
+                    return Err(e);
+                }
+                Err(e) => return Err(self.lost_or(e)),
+            }
             self.cell.leave_held(LeaseState::Released);
             return Ok(());
         }

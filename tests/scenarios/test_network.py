@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+import interlock
+
 from harness import Lab, Server, Worker, history, holder_ids, wait_queued, wait_until
 
 LEASE_ENDS = ("released", "expired", "force_released", "preempted")
@@ -99,6 +101,47 @@ def test_a_release_lost_with_its_connection_is_sent_again(lab: Lab) -> None:
     assert session in [s["id"] for s in server.admin.sessions()]
     assert not client.find("lost"), client.find("lost")
     lab.note("a release lost with its connection was sent again on the new one")
+
+
+def link_is_down(eng) -> bool:
+    try:
+        eng.status("ping")
+        return False
+    except interlock.ConnectionLost:
+        return True
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "journal"])
+def test_a_lock_let_go_of_while_the_link_is_down_is_released_once_it_is_back(
+        lab: Lab, tmp_path, durable: bool) -> None:
+    """A release, or a session's close, asked for while the link knows it is down is not
+    forgotten: the link sends it once it is back, and keeps no lock held by nobody."""
+    server = lab.server(*(["--journal", str(tmp_path / "locks.db")] if durable else []))
+    proxy = lab.proxy(server)
+    eng = interlock.connect(proxy.url, session_ttl=15.0)
+    try:
+        holder = eng.session("holder")
+        leaving = eng.session("leaving")
+        leaving.acquire("scope", timeout=5)
+        with pytest.raises(KeyError):
+            with holder.lock("psu", timeout=5):
+                proxy.sever(refuse=True)
+                wait_until(lambda: link_is_down(eng), what="the link to see the cut")
+                raise KeyError("the body failed")  # the release's own error stays silent
+        with pytest.raises(interlock.ConnectionLost):
+            leaving.close()
+        assert holder_ids(server, "psu") == [holder.id]
+        assert holder_ids(server, "scope") == [leaving.id]
+        proxy.resume()
+        wait_until(lambda: holder_ids(server, "psu") == [], what="the release to be sent")
+        wait_until(lambda: holder_ids(server, "scope") == [], what="the close to be sent")
+        sessions = [s["id"] for s in server.admin.sessions()]
+        assert holder.id in sessions and leaving.id not in sessions
+        kinds = [e["kind"] for e in history(server, "psu")]
+        assert kinds[-1] == "released", kinds
+    finally:
+        eng.close()
+    lab.note(f"a release and a close asked for during a cut were sent after it ({durable=})")
 
 
 # ----- a long cut: on_lost before the grant, 50 trials -------------------------------

@@ -316,7 +316,7 @@ async fn internal(
 /// every subscription after the last event it got.
 async fn resume(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) -> Result<()> {
     let sessions = to_resume(&shared.lock());
-    for (session, secret) in sessions {
+    for (session, secret, closing) in sessions {
         let sent = Instant::now();
         let msg = |id| ClientMsg::Resume {
             id,
@@ -325,11 +325,19 @@ async fn resume(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) -> Resul
         };
         match internal(shared, tx, CallKind::Plain, msg).await {
             Ok(_) => {
-                let mut st = shared.lock();
-                if let Some(s) = st.sessions.get_mut(&session) {
+                if let Some(s) = shared.lock().sessions.get_mut(&session) {
                     s.acked = sent;
                     s.sent = sent;
                     s.lapsed = false;
+                }
+                if closing {
+                    let cmd = Command::CloseSession { session };
+                    let close = |id| ClientMsg::Call { id, cmd };
+                    match internal(shared, tx, CallKind::Close { session }, close).await {
+                        Err(e) if e.kind() == ErrorKind::ConnectionLost => return Err(e),
+                        // Closed now, or gone already: no longer this link's.
+                        _ => drop(shared.lock().sessions.remove(&session)),
+                    }
                 }
             }
             Err(e) if e.kind() == ErrorKind::ConnectionLost => return Err(e),
@@ -394,7 +402,7 @@ async fn check_leases(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) ->
                 .get(&fence)
                 .and_then(|w| w.let_go.then(|| (w.resource.clone(), w.token)));
             if let Some((resource, token)) = let_go {
-                st.post_release(tx, resource, token, fence)?;
+                st.post_release(Some(tx), resource, token, fence)?;
             }
             continue;
         }
@@ -482,7 +490,7 @@ fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: Ser
                         session: g.session_id,
                     };
                     st.to_release.insert(g.fence, lease);
-                    let _ = st.post_release(tx, g.resource, g.token, g.fence);
+                    let _ = st.post_release(Some(tx), g.resource, g.token, g.fence);
                 }
             }
         }

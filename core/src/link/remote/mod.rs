@@ -91,6 +91,10 @@ struct RemoteSession {
     lapsed: bool,
     /// The link heartbeats it (see `ConnectOptions::keepalive`).
     beat: bool,
+    /// Its close was asked for: no more heartbeats, and a resume closes it (the close may
+    /// have gone down with a connection). If the link never comes back, the server
+    /// expires it after its TTL.
+    closing: bool,
 }
 
 /// A lease handed out through this link and not known to have ended.
@@ -288,6 +292,12 @@ impl RemoteLink {
     }
 
     fn call(&self, cmd: Command) -> Result<reply::Receiver<Result<Reply>>> {
+        if let Command::CloseSession { session } = &cmd {
+            if let Some(s) = self.lock().sessions.get_mut(session) {
+                s.beat = false;
+                s.closing = true;
+            }
+        }
         let (tx, rx) = reply::channel(self.shared.options.spin);
         let (ttl, keepalive) = (
             self.shared.options.session_ttl,
@@ -399,6 +409,7 @@ impl LinkState {
                 sent,
                 lapsed: false,
                 beat,
+                closing: false,
             },
         );
     }
@@ -489,22 +500,19 @@ impl LinkState {
         }
     }
 
-    /// Posts on `tx` the release of the lease `fence` by `token` (see `releasing`). Only
-    /// the token the lease was handed out with lets it go here: a release with another
-    /// fails on the server, and ends nothing.
+    /// Posts on `tx` (the connection, if there is one) the release of the lease `fence`
+    /// by `token` (see `releasing`). Only the token the lease was handed out with lets it
+    /// go here: a release with another fails on the server, and ends nothing. A lease of
+    /// this link's let go of while its connection is gone (or going: the send fails) is
+    /// released all the same, by the next connection's resume (`io::check_leases`); if
+    /// the link never comes back, the server expires its session after its TTL.
     fn post_release(
         &mut self,
-        tx: &mpsc::UnboundedSender<ClientMsg>,
+        tx: Option<&mpsc::UnboundedSender<ClientMsg>>,
         resource: Arc<str>,
         token: Token,
         fence: u64,
     ) -> Result<()> {
-        let msg = ClientMsg::Post {
-            cmd: Command::Release { resource, token },
-            fence: self.quiet.then_some(fence),
-        };
-        tx.send(msg)
-            .map_err(|_| Error::ConnectionLost(self.down.clone()))?;
         let watched = self.leases.get_mut(&fence).filter(|w| w.token == token);
         let ours = match watched {
             Some(w) => {
@@ -516,10 +524,18 @@ impl LinkState {
                 .get(&fence)
                 .is_some_and(|u| u.token == token),
         };
-        if ours {
+        let msg = ClientMsg::Post {
+            cmd: Command::Release { resource, token },
+            fence: self.quiet.then_some(fence),
+        };
+        let sent = tx.is_some_and(|tx| tx.send(msg).is_ok());
+        if sent && ours {
             self.releasing.push_back((self.next_id, fence));
         }
-        Ok(())
+        match sent || ours {
+            true => Ok(()),
+            false => Err(Error::ConnectionLost(self.down.clone())),
+        }
     }
 
     /// Posts on `tx` the releases of `to_release` (of every lease in it, or of
@@ -536,7 +552,7 @@ impl LinkState {
             .map(|(f, u)| (u.resource.clone(), u.token, *f))
             .collect();
         for (resource, token, fence) in posts {
-            let _ = self.post_release(tx, resource, token, fence);
+            let _ = self.post_release(Some(tx), resource, token, fence);
         }
     }
 
@@ -550,8 +566,10 @@ impl LinkState {
             self.releasing.pop_front();
             self.to_release.remove(&fence);
             if self.quiet {
-                // No notice of it will come.
-                self.leases.remove(&fence);
+                // No notice of it will come: its holder learns it here.
+                if let Some(w) = self.leases.remove(&fence) {
+                    w.cell.leave_held(LeaseState::Released);
+                }
             }
         }
     }
@@ -601,15 +619,14 @@ impl Link for RemoteLink {
     fn release(&self, cmd: Command, fence: u64) -> Result<()> {
         self.birth.check()?;
         let mut st = self.lock();
-        st.usable()?;
+        if st.closed {
+            return Err(Error::EngineClosed);
+        }
         let Command::Release { resource, token } = cmd else {
             return Err(Error::invalid("only a release is posted"));
         };
         let tx = st.conn.clone();
-        match tx {
-            Some(tx) => st.post_release(&tx, resource, token, fence),
-            None => Err(Error::ConnectionLost(st.down.clone())),
-        }
+        st.post_release(tx.as_ref(), resource, token, fence)
     }
 
     fn acquire(&self, mut req: AcquireRequest, ack: bool) -> Result<Started> {
@@ -821,8 +838,11 @@ fn due(st: &mut LinkState, jobs: &Jobs, now: Instant) -> Vec<SessionId> {
 }
 
 /// The sessions and their secrets, to resume on a new connection.
-fn to_resume(st: &LinkState) -> Vec<(SessionId, Secret)> {
-    st.sessions.iter().map(|(id, s)| (*id, s.secret)).collect()
+fn to_resume(st: &LinkState) -> Vec<(SessionId, Secret, bool)> {
+    st.sessions
+        .iter()
+        .map(|(id, s)| (*id, s.secret, s.closing))
+        .collect()
 }
 
 /// The sessions whose heartbeats the link sends: its own.
