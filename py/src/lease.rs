@@ -80,9 +80,10 @@ impl Lease {
     }
 
     /// Releases the lease. Releasing twice is harmless; a lost lease raises `LockLost`.
-    /// Never waits (see `Lease::release`), so the GIL is kept.
-    pub(crate) fn release(&self) -> PyResult<()> {
-        self.inner.release().map_err(crate::errors::to_py)
+    /// Without the GIL: on an engine with a journal, and over a link to one, it waits
+    /// until the release is written (see `Lease::release`).
+    pub(crate) fn release(&self, py: Python<'_>) -> PyResult<()> {
+        unlocked(py, || self.inner.release())
     }
 
     fn __repr__(&self) -> String {

@@ -106,7 +106,7 @@ pub(crate) fn leave(held: &Bound<'_, PyAny>, propagating: bool) -> PyResult<()> 
     };
     let mut failure = None;
     for lease in &leases {
-        if let Err(e) = lease.get().release() {
+        if let Err(e) = lease.get().release(held.py()) {
             failure.get_or_insert(e);
         }
     }

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import random
 import statistics
 import threading
@@ -142,6 +143,44 @@ def test_a_lock_let_go_of_while_the_link_is_down_is_released_once_it_is_back(
     finally:
         eng.close()
     lab.note(f"a release and a close asked for during a cut were sent after it ({durable=})")
+
+
+def test_a_release_waiting_for_a_durable_server_lets_other_threads_run(
+        lab: Lab, tmp_path) -> None:
+    """A release to a server with a journal waits for its answer without the GIL (the
+    proxy that holds the answer back is a thread of this process, and so is the loop
+    that counts)."""
+    server = lab.server("--journal", str(tmp_path / "locks.db"))
+    proxy = lab.proxy(server)
+    eng = interlock.connect(proxy.url, session_ttl=15.0)
+    try:
+        lease = eng.session("holder").acquire("psu", timeout=5)
+        proxy.swallow()
+        done = threading.Event()
+
+        def release() -> None:
+            lease.release()
+            done.set()
+        releasing = threading.Thread(target=release)
+        # A release that kept the GIL would freeze this thread, the proxy's and pytest's
+        # timeout with it: a watchdog thread of faulthandler's, which needs no GIL,
+        # then ends the run.
+        faulthandler.dump_traceback_later(30, exit=True)
+        try:
+            releasing.start()
+            ticks, until = 0, time.monotonic() + 0.5
+            while time.monotonic() < until:
+                ticks += 1
+            assert not done.is_set(), "the answer was held back"
+            assert ticks > 1000
+            proxy.resume()
+            releasing.join(10)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+        assert done.is_set() and not lease.valid
+        assert holder_ids(server, "psu") == []
+    finally:
+        eng.close()
 
 
 # ----- a long cut: on_lost before the grant, 50 trials -------------------------------
