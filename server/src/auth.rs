@@ -35,9 +35,12 @@ impl std::str::FromStr for Role {
             "read" => Ok(Role::Read),
             "client" => Ok(Role::Client),
             "admin" => Ok(Role::Admin),
-            _ => Err(Error::InvalidArgument(format!(
-                "unknown role {s:?} (expected read, client or admin)"
-            ))),
+            // Not quoted: a token given where its role belongs would be shown.
+            _ => Err(Error::InvalidArgument(
+                "unknown role (expected read, client or admin; what was given is not \
+                 shown, in case it is a token)"
+                    .into(),
+            )),
         }
     }
 }
@@ -376,5 +379,17 @@ mod tests {
         let e = Tokens::from_file(&dir).unwrap_err().to_string();
         assert!(e.contains("line 1") && !e.contains("secret-token"), "{e}");
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_role_that_is_not_one_is_not_quoted() {
+        let e = "SuperSecretToken-1234567890"
+            .parse::<Role>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown role") && !e.contains("SuperSecret"),
+            "{e}"
+        );
     }
 }

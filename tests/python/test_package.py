@@ -96,3 +96,12 @@ def test_an_engine_error_is_raised_as_its_class(eng: interlock.Engine) -> None:
     assert "r" in str(err.value)
     with pytest.raises(TimeoutError):
         eng.session("b").acquire("r", timeout=0)
+
+
+def test_a_token_given_as_a_role_is_not_shown_in_the_error() -> None:
+    token = "SuperSecretToken-1234567890"
+    with interlock.Engine() as eng:
+        with pytest.raises(ValueError, match="unknown role") as e:
+            # The ROLE TOKEN order of a tokens file, given the wrong way round.
+            eng.serve("127.0.0.1:0", tokens={"admin": token})  # type: ignore[dict-item]
+    assert token not in str(e.value)
