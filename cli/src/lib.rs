@@ -5,6 +5,7 @@
 mod show;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -217,8 +218,8 @@ fn execute(cmd: Cmd) -> Result<()> {
             let h = client.connect()?;
             let n = h.force_release(&resource, Some(&reason))?;
             match client.json {
-                true => println!("{}", serde_json::json!({ "released": n })),
-                false => println!("released {n} holder(s) of {resource}"),
+                true => show::print(&format!("{}\n", serde_json::json!({ "released": n }))),
+                false => show::print(&format!("released {n} holder(s) of {resource}\n")),
             }
             Ok(())
         }
@@ -242,9 +243,9 @@ impl Client {
             true => {
                 let text = serde_json::to_string_pretty(value)
                     .map_err(|e| Error::Internal(e.to_string()))?;
-                println!("{text}");
+                show::print(&format!("{text}\n"));
             }
-            false => print!("{}", table(value)),
+            false => show::print(&table(value)),
         }
         Ok(())
     }
@@ -299,33 +300,65 @@ fn serve(s: Serve) -> Result<()> {
         max_wait: secs("--max-wait", s.max_wait)?,
         session_ttl: secs("--session-ttl", s.session_ttl)?,
     };
+    let stop = Stop::listen()?;
     let engine = Handle::new(config)?;
     let server = Server::start(engine.clone(), server_config)?;
-    println!("interlock serving at {}", server.url());
-    let waited = wait_for_signal();
+    // Nobody may read it (`serve | head -1` ends at once): the server goes on regardless.
+    let _ = writeln!(std::io::stdout(), "interlock serving at {}", server.url());
+    stop.wait();
     drop(server);
     engine.close();
-    waited
+    Ok(())
 }
 
-/// Blocks until Ctrl-C or SIGTERM.
-fn wait_for_signal() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("no runtime to wait for signals: {e}")))?;
-    runtime.block_on(async {
+/// Ctrl-C and SIGTERM, listened for from the moment it is made: one that comes as the
+/// server starts stops it cleanly too, rather than killing the process.
+struct Stop {
+    runtime: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    signals: [tokio::signal::unix::Signal; 2],
+}
+
+impl Stop {
+    fn listen() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("no runtime to wait for signals: {e}")))?;
+        #[cfg(unix)]
+        let signals = {
+            use tokio::signal::unix::{signal, SignalKind};
+            let _in_runtime = runtime.enter();
+            let listen = |kind| {
+                signal(kind).map_err(|e| Error::Internal(format!("cannot listen for signals: {e}")))
+            };
+            [
+                listen(SignalKind::interrupt())?,
+                listen(SignalKind::terminate())?,
+            ]
+        };
+        Ok(Stop {
+            runtime,
+            #[cfg(unix)]
+            signals,
+        })
+    }
+
+    /// Blocks until one comes.
+    fn wait(self) {
         #[cfg(unix)]
         {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
+            let [mut int, mut term] = self.signals;
+            self.runtime.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    });
-    Ok(())
+        self.runtime.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    }
 }

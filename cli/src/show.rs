@@ -313,9 +313,22 @@ fn draw(screen: &str, first: bool) {
         true => out.push_str("\x1b[J"),
         false => out.push('\n'),
     }
+    print(&out);
+}
+
+/// Writes `text` to stdout. A reader that went away (`interlock watch | head -1`) ends
+/// the command, quietly, with the code a shell gives a command that SIGPIPE ended
+/// (Rust ignores SIGPIPE, and `println!` would panic instead).
+pub fn print(text: &str) {
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes());
-    let _ = stdout.flush();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(128 + 13);
+        }
+    }
 }
 
 /// After this long without an event, `watch` fetches once anyway: the remote engine does
@@ -333,7 +346,10 @@ pub fn watch(h: &Handle, url: &str, resource: Option<String>, json: bool) -> Res
     let sub = h.subscribe(filter.as_deref(), None)?;
     if json {
         for ev in sub {
-            println!("{}", serde_json::to_string(&*ev).unwrap_or_default());
+            print(&format!(
+                "{}\n",
+                serde_json::to_string(&*ev).unwrap_or_default()
+            ));
         }
         return Ok(());
     }
