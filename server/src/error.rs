@@ -34,7 +34,7 @@ impl ApiError {
             ApiError::Engine(e) => e,
             ApiError::Unauthenticated => Error::PermissionDenied("no token".into()),
             ApiError::TooLarge(m) => Error::InvalidArgument(m),
-            ApiError::Busy(m) => Error::PermissionDenied(m),
+            ApiError::Busy(m) => Error::ConnectionLost(m),
             ApiError::Http(_, m) => Error::InvalidArgument(m),
         }
     }
@@ -92,10 +92,11 @@ impl IntoResponse for ApiError {
                     reason: None,
                 },
             ),
+            // Not the caller's fault and not for good: the kind a client retries on.
             ApiError::Busy(message) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 WireError {
-                    kind: ErrorKind::PermissionDenied,
+                    kind: ErrorKind::ConnectionLost,
                     message,
                     detail: None,
                     reason: None,

@@ -109,7 +109,9 @@ def test_more_connections_than_allowed_are_refused_at_the_upgrade(serve: Serve) 
             connect(server.ws_url, additional_headers=server.auth("client"), open_timeout=10).__enter__()
         response = refused.value.response
         assert response.status_code == 503
-        assert "connections" in json.loads(response.body or b"{}")["error"]["message"]
+        refusal = json.loads(response.body or b"{}")["error"]
+        # Not the caller's fault, and not for good: the kind a client retries on.
+        assert refusal["kind"] == "connection_lost" and "connections" in refusal["message"]
     # An event stream is a connection as long-lived as a WebSocket: refused too.
     r = requests.get(server.url + "/v1/events", headers=server.auth("read"), stream=True, timeout=10)
     assert r.status_code == 503, r.status_code
@@ -173,7 +175,7 @@ def test_http_requests_over_the_limit_are_refused_not_queued(serve: Serve) -> No
     r = requests.get(server.url + "/v1/health", headers=server.auth("read"), timeout=15)
     assert time.monotonic() - started < 2, "the request waited for a place"
     assert r.status_code == 503, r.status_code
-    assert "requests" in error_body(r)["message"]
+    assert error_body(r)["kind"] == "connection_lost" and "requests" in error_body(r)["message"]
     assert ws.ok({"op": "force_release", "resource": "busy", "reason": "t"}) >= 1
     ws.close()
 
