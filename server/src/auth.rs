@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use interlock::{Command, Error, Reply, ResourceStatus, SessionId, SessionInfo};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -243,10 +243,66 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Why a server without tokens refuses a request that a web page could have made: every
+/// caller of such a server is an admin, and a browser on the same machine reaches its
+/// loopback address from any page it shows. A page of another site names itself in
+/// `Origin` (a form's POST, a fetch, a WebSocket); a page that rebinds its own name to
+/// 127.0.0.1 sends that name in `Host`. Programs (curl, the clients) send neither so.
+fn from_a_web_page(parts: &Parts) -> Option<String> {
+    let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| header(axum::http::header::HOST));
+    if let Some(host) = host.filter(|h| !is_loopback_name(h)) {
+        return Some(format!(
+            "this server has no tokens, so it answers only requests addressed to a loopback \
+             name (127.0.0.1, [::1], localhost), not to {host:?}"
+        ));
+    }
+    let origin = header(axum::http::header::ORIGIN)?;
+    let own = origin
+        .split_once("://")
+        .is_some_and(|(_, o)| host.is_some_and(|h| o.eq_ignore_ascii_case(h)));
+    (!own).then(|| {
+        format!(
+            "this server has no tokens, so it answers no page of another origin ({origin:?}); \
+             give it tokens (--tokens) to serve one"
+        )
+    })
+}
+
+/// A name of this machine's loopback (`localhost` and the names Debian's `/etc/hosts`
+/// gives it), or a loopback address (IPv4 in IPv6 too), with or without a port.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    [
+        "localhost",
+        "localhost.localdomain",
+        "ip6-localhost",
+        "ip6-loopback",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 /// The layer that finds each request's role: from its bearer token, else from the
-/// dashboard's cookie (no tokens configured: admin).
+/// dashboard's cookie (no tokens configured: admin, unless a web page sent it).
 pub async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
+    if tokens.is_empty() {
+        if let Some(why) = from_a_web_page(&parts) {
+            return ApiError::Engine(Error::PermissionDenied(why)).into_response();
+        }
+    }
     let caller = match tokens.is_empty() {
         true => Caller(Some(Role::Admin)),
         false => Caller(match bearer(&parts) {
@@ -379,6 +435,33 @@ mod tests {
         let e = Tokens::from_file(&dir).unwrap_err().to_string();
         assert!(e.contains("line 1") && !e.contains("secret-token"), "{e}");
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn loopback_names_are_told_from_others() {
+        for host in [
+            "127.0.0.1:7411",
+            "127.3.4.5",
+            "[::1]:80",
+            "[::1]",
+            "[::ffff:127.0.0.1]:7411",
+            "LocalHost:1",
+            "localhost",
+            "localhost.:7411",
+            "localhost.localdomain:7411",
+            "ip6-localhost",
+        ] {
+            assert!(is_loopback_name(host), "{host}");
+        }
+        for host in [
+            "evil.example:7411",
+            "10.0.0.1:7411",
+            "[fe80::1]:7411",
+            "localhost.evil:1",
+            "",
+        ] {
+            assert!(!is_loopback_name(host), "{host}");
+        }
     }
 
     #[test]

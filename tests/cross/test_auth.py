@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pytest
 import requests
 from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from helpers import Server, as_session, interlock_bin, start_server
 from wsclient import Ws
@@ -223,8 +224,6 @@ def check_websocket_upgrade(server: Server) -> list[tuple[str, str, set[str]]]:
     for token in (None, uuid.uuid4().hex * 2):
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         with pytest.raises(InvalidStatus) as refused:
-            from websockets.sync.client import connect
-
             connect(server.ws_url, additional_headers=headers, open_timeout=10).__enter__()
         assert refused.value.response.status_code == 401
     seen = []
@@ -371,5 +370,32 @@ def test_without_tokens_only_loopback_is_served(tmp_path: Any) -> None:
     try:
         r = requests.post(s.url + "/v1/locks/x/force-release", json={}, timeout=10)
         assert r.status_code == 200, r.text
+    finally:
+        s.stop()
+
+
+def test_without_tokens_no_web_page_is_served(tmp_path: Any) -> None:
+    """Every caller of a server without tokens is an admin, and a browser on the same PC
+    reaches its loopback address from any page: a page of another site (its `Origin`), or
+    one that rebinds its own name to 127.0.0.1 (its `Host`), is refused with 403. Programs
+    (they send neither so) and the server's own pages are served."""
+    s = start_server(tmp_path, roles=(), name="open")
+    try:
+        url = s.url + "/v1/locks/x/force-release"
+        port = s.url.rsplit(":", 1)[1]
+        for headers in ({"Origin": "http://evil.example"},
+                        {"Origin": "null"},
+                        {"Origin": f"http://evil.example:{port}", "Host": f"evil.example:{port}"},
+                        {"Host": f"evil.example:{port}"}):
+            r = requests.post(url, json={}, headers=headers, timeout=10)
+            assert r.status_code == 403, (headers, r.status_code, r.text)
+            assert r.json()["error"]["kind"] == "permission_denied"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(s.url.replace("http", "ws", 1) + "/v1/ws",
+                    additional_headers={"Origin": "http://evil.example"}, open_timeout=10).__enter__()
+        assert refused.value.response.status_code == 403
+        for headers in ({}, {"Origin": s.url}, {"Host": f"localhost:{port}"}):
+            r = requests.post(url, json={}, headers=headers, timeout=10)
+            assert r.status_code == 200, (headers, r.status_code, r.text)
     finally:
         s.stop()
