@@ -151,6 +151,10 @@ struct Serve {
     /// Acquires one WebSocket connection may have in flight.
     #[arg(long, default_value_t = 10_000)]
     max_waits_per_connection: usize,
+    /// Seconds a connection has to send a whole request head (from its start, or from
+    /// the end of its last answer) before it is closed.
+    #[arg(long, default_value_t = 30.0)]
+    header_timeout: f64,
 }
 
 /// Runs the command line `args` (the program's name first); returns the exit code.
@@ -295,6 +299,7 @@ fn serve(s: Serve) -> Result<()> {
             connections: s.max_connections,
             sessions_per_connection: s.max_sessions_per_connection,
             waits_per_connection: s.max_waits_per_connection,
+            header_timeout: secs("--header-timeout", s.header_timeout)?,
             ..Limits::default()
         },
         max_wait: secs("--max-wait", s.max_wait)?,

@@ -60,6 +60,9 @@ pub struct Limits {
     /// A subscription that falls behind more often than this within a minute is
     /// hopeless: its connection is closed.
     pub lag_strikes: usize,
+    /// A connection that has not sent a whole request head within this time (from its
+    /// start, or from the end of its last answer) is closed.
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -72,6 +75,7 @@ impl Default for Limits {
             waits_per_connection: 10_000,
             event_queue: 1024,
             lag_strikes: 3,
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -334,6 +338,7 @@ impl Server {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{addr}");
         let metrics = Arc::new(Metrics::new());
+        let header_timeout = config.limits.header_timeout;
         let app = App(Arc::new(Shared {
             notices: Notices::default(),
             connections: Seats {
@@ -369,18 +374,29 @@ impl Server {
                     // Small messages both ways: without TCP_NODELAY, Nagle's algorithm and
                     // delayed acknowledgements hold each answer back for tens of ms.
                     let nodelay = axum_server::accept::NoDelayAcceptor::new();
-                    let tcp = stall::TimedWrites(nodelay);
-                    let served = match (axum_server::from_tcp(listener), tls) {
-                        (Ok(s), Some(tls)) => {
-                            let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls);
-                            let s = s.acceptor(tls.acceptor(tcp));
-                            s.handle(server_shutdown).serve(service).await
+                    let tcp = stall::Deadlines {
+                        inner: nodelay,
+                        first_byte: header_timeout,
+                    };
+                    let served = match axum_server::from_tcp(listener) {
+                        Ok(mut s) => {
+                            // A connection that has not sent a whole request head by then
+                            // is closed, rather than held open for ever (hyper's own
+                            // timeout, which axum-server turns off).
+                            s.http_builder().http1().header_read_timeout(header_timeout);
+                            match tls {
+                                Some(tls) => {
+                                    let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls);
+                                    let s = s.acceptor(tls.acceptor(tcp));
+                                    s.handle(server_shutdown).serve(service).await
+                                }
+                                None => {
+                                    let s = s.acceptor(tcp);
+                                    s.handle(server_shutdown).serve(service).await
+                                }
+                            }
                         }
-                        (Ok(s), None) => {
-                            let s = s.acceptor(tcp);
-                            s.handle(server_shutdown).serve(service).await
-                        }
-                        (Err(e), _) => Err(e),
+                        Err(e) => Err(e),
                     };
                     if let Err(e) = served {
                         tracing::error!(error = %e, "the server stopped");

@@ -1,8 +1,10 @@
-//! Connections whose writes must make progress. A client that stops reading (its TCP
-//! window stays shut) would otherwise keep its connection, and what the server queued for
-//! it, for as long as TCP keeps the connection up, which is forever while the client's
-//! machine acknowledges the window probes. An event stream never ends by itself, so for
-//! it this is the only way out; WebSocket connections have their own write timeout too.
+//! Connections whose writes must make progress, and that must say something. A client
+//! that stops reading (its TCP window stays shut) would otherwise keep its connection,
+//! and what the server queued for it, for as long as TCP keeps the connection up, which
+//! is forever while the client's machine acknowledges the window probes. An event stream
+//! never ends by itself, so for it this is the only way out; WebSocket connections have
+//! their own write timeout too. A client that sends not one byte is not held open either
+//! (hyper's own header timeout starts only once it has read some).
 
 use std::future::Future;
 use std::io;
@@ -18,11 +20,15 @@ use tokio::time::Sleep;
 /// as gone.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An acceptor that wraps each connection of `A` in [`Timed`].
+/// An acceptor that wraps each connection of `A` in [`Timed`], which must send its first
+/// byte within `first_byte`.
 #[derive(Clone)]
-pub struct TimedWrites<A>(pub A);
+pub struct Deadlines<A> {
+    pub inner: A,
+    pub first_byte: Duration,
+}
 
-impl<A, I, S> Accept<I, S> for TimedWrites<A>
+impl<A, I, S> Accept<I, S> for Deadlines<A>
 where
     A: Accept<I, S>,
     A::Future: Send + 'static,
@@ -32,13 +38,15 @@ where
     type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
-        let accepted = self.0.accept(stream, service);
+        let accepted = self.inner.accept(stream, service);
+        let silent = Box::pin(tokio::time::sleep(self.first_byte));
         Box::pin(async move {
             let (stream, service) = accepted.await?;
             Ok((
                 Timed {
                     inner: stream,
                     stalled: None,
+                    silent: Some(silent),
                 },
                 service,
             ))
@@ -47,11 +55,14 @@ where
 }
 
 /// A stream whose writes fail with `TimedOut` once one has waited [`WRITE_TIMEOUT`]
-/// without the client taking any data.
+/// without the client taking any data, and whose reads fail so if its first byte is
+/// late.
 pub struct Timed<S> {
     inner: S,
     /// Since when a write waits, as a timer.
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Until the first byte comes: when it is too late.
+    silent: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Timed<S> {
@@ -90,7 +101,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some(silent) = this.silent.as_mut() else {
+            return polled;
+        };
+        match polled {
+            Poll::Pending => match silent.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent nothing",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            ready => {
+                if buf.filled().len() > before {
+                    this.silent = None;
+                }
+                ready
+            }
+        }
     }
 }
 

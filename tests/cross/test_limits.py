@@ -382,3 +382,27 @@ def test_an_http_waiter_that_hangs_up_leaves_the_queue_and_never_holds(server: S
     assert "acquired" not in [e["kind"] for e in history], history
     status = admin.ok({"op": "status", "resource": "dev"})
     assert [h["session_name"] for h in status["holders"]] == ["next"]
+
+
+def test_a_connection_that_sends_no_whole_request_head_is_closed(serve: Serve) -> None:
+    """No byte, half a request head, or none on a kept-alive connection after its answer:
+    none holds a connection open beyond --header-timeout."""
+    server = serve("--header-timeout", "1")
+    mute = socket.create_connection(server.host_port)  # sends not one byte
+    half = socket.create_connection(server.host_port)
+    half.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    idle = socket.create_connection(server.host_port)
+    idle.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 + f"Authorization: Bearer {server.tokens['read']}\r\n\r\n".encode())
+    for conn in (mute, half, idle):
+        conn.settimeout(15)
+        started = time.monotonic()
+        data = b""
+        while chunk := conn.recv(65536):  # until the server closes it
+            data += chunk
+        assert time.monotonic() - started < 10
+        conn.close()
+    assert b" 200 " in data.split(b"\r\n", 1)[0], data[:200]  # the idle one was answered first
+    # A whole request in time is answered as ever.
+    r = requests.get(server.url + "/v1/health", headers=server.auth("read"), timeout=10)
+    assert r.status_code == 200
