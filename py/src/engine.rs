@@ -73,8 +73,9 @@ impl Engine {
 #[pyfunction]
 #[pyo3(signature = (
     url, token = None, session_ttl = 15.0, *, ca_file = None, subscriber_buffer = 1024,
-    keepalive = true,
+    keepalive = true, idle_timeout = 15.0,
 ))]
+#[allow(clippy::too_many_arguments)] // Python's keyword arguments
 pub(crate) fn connect(
     py: Python<'_>,
     url: &str,
@@ -83,14 +84,19 @@ pub(crate) fn connect(
     ca_file: Option<PathBuf>,
     #[pyo3(from_py_with = buffer_size)] subscriber_buffer: usize,
     keepalive: bool,
+    idle_timeout: f64,
 ) -> PyResult<Engine> {
+    let finite = |what: &str, secs: f64| {
+        ttl_secs(what, Some(secs))?
+            .ok_or_else(|| PyValueError::new_err(format!("{what} must be finite")))
+    };
     let options = ConnectOptions {
         token,
-        session_ttl: ttl_secs("session_ttl", Some(session_ttl))?
-            .ok_or_else(|| PyValueError::new_err("session_ttl must be finite"))?,
+        session_ttl: finite("session_ttl", session_ttl)?,
         ca_file,
         subscriber_buffer,
         keepalive,
+        idle_timeout: finite("idle_timeout", idle_timeout)?,
         ..ConnectOptions::default()
     };
     Ok(Engine::of(unlocked(py, || Handle::connect(url, options))?))

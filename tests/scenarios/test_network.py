@@ -183,6 +183,42 @@ def test_a_release_waiting_for_a_durable_server_lets_other_threads_run(
         eng.close()
 
 
+def test_a_connection_that_goes_silent_is_given_up_and_made_again(lab: Lab) -> None:
+    """A server that answers nothing any more (a half-open connection: powered off, a
+    cable pulled) is found out within idle_timeout, not after TCP gives up (minutes): a
+    call waiting on it fails with ConnectionLost, and the link reconnects by itself."""
+    server = lab.server()
+    proxy = lab.proxy(server)
+    eng = interlock.connect(proxy.url, session_ttl=30.0, idle_timeout=1.5)
+    try:
+        session = eng.session("quiet")
+        # Quiet for longer than idle_timeout: its pings keep the connection.
+        accepted = proxy.accepted
+        time.sleep(2.0)
+        assert proxy.accepted == accepted
+        proxy.swallow()
+        outcome: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                eng.status("psu")
+            except BaseException as e:  # noqa: BLE001
+                outcome.append(e)
+        caller = threading.Thread(target=call, daemon=True)
+        started = time.monotonic()
+        caller.start()
+        caller.join(15)
+        assert not caller.is_alive(), "the call still waits on a silent connection"
+        assert isinstance(outcome[0], interlock.ConnectionLost), outcome
+        assert time.monotonic() - started < 5
+        proxy.resume()
+        wait_until(lambda: not link_is_down(eng), what="the link to reconnect")
+        assert proxy.accepted > accepted
+        assert session.id in [s["id"] for s in server.admin.sessions()]
+    finally:
+        eng.close()
+
+
 # ----- a long cut: on_lost before the grant, 50 trials -------------------------------
 
 LONG_TTL = 1.0

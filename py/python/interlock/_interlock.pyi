@@ -432,11 +432,13 @@ def connect(
     ca_file: Optional[str] = None,
     subscriber_buffer: int = 1024,
     keepalive: bool = True,
+    idle_timeout: float = 15.0,
 ) -> Engine:
     """An `Engine` that a server holds, reached at `url`; it works as an embedded one. Its
     sessions always have a TTL, heartbeated by the library (unless `keepalive` is false:
     for a gateway whose sessions live by the calls made for them; a session opened without
-    a TTL is heartbeated either way); it reconnects by itself."""
+    a TTL is heartbeated either way); it reconnects by itself, also when the server has
+    sent nothing for `idle_timeout` seconds (it pings a quiet one every third of that)."""
 
 def cli_main(argv: list[str]) -> int:
     """Runs the `interlock` command line `argv`; returns its exit code."""

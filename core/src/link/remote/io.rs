@@ -229,11 +229,24 @@ async fn connection(
         _ => return lost("the server closed the connection".into()),
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<ClientMsg>();
-    let writer = async move {
-        // What callers queued while the last write went out leaves in one write (a
-        // release and the next acquire, say): one system call, and the server reads both
-        // at once.
-        while let Some(msg) = rx.recv().await {
+    let idle = shared.options.idle_timeout;
+    let ping_every = idle / 3;
+    let ping = tokio::sync::Notify::new();
+    let writer = async {
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                () = ping.notified() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            // What callers queued while the last write went out leaves in one write (a
+            // release and the next acquire, say): one system call, and the server reads
+            // both at once.
             let mut batch = sink.feed(text(&msg)).await;
             while batch.is_ok() {
                 let Ok(msg) = rx.try_recv() else { break };
@@ -247,7 +260,24 @@ async fn connection(
     };
     let reader = async {
         let mut why = lost("the server closed the connection".into());
-        while let Some(frame) = stream.next().await {
+        // Quiet for a third of `idle`: a ping (the server's pong, or anything else it
+        // sends, ends the quiet). Quiet for all of it: the connection is dead.
+        let mut quiet = Duration::ZERO;
+        loop {
+            let frame = match tokio::time::timeout(ping_every, stream.next()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => {
+                    quiet += ping_every;
+                    if quiet >= idle {
+                        why = lost(format!("the server sent nothing for {idle:?}"));
+                        break;
+                    }
+                    ping.notify_one();
+                    continue;
+                }
+            };
+            quiet = Duration::ZERO;
             match frame {
                 Ok(Message::Text(t)) => match serde_json::from_str::<ServerMsg>(t.as_str()) {
                     Ok(ServerMsg::Bye { error }) => why = error.into(),

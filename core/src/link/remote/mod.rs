@@ -58,6 +58,10 @@ pub struct ConnectOptions {
     /// opened without a TTL (given `session_ttl`, since a remote one needs one) is
     /// heartbeated either way: it asked never to time out.
     pub keepalive: bool,
+    /// A connection the server has sent nothing on for this long is taken for dead (a
+    /// peer gone without a word: powered off, a cable pulled, a half-open connection),
+    /// and the link reconnects; it pings a quiet server every third of this.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ConnectOptions {
@@ -71,6 +75,7 @@ impl Default for ConnectOptions {
             spin: Duration::ZERO,
             subscriber_buffer: 1024,
             keepalive: true,
+            idle_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -228,6 +233,9 @@ impl RemoteLink {
         }
         if options.session_ttl.is_zero() {
             return Err(Error::invalid("session_ttl must be more than zero"));
+        }
+        if options.idle_timeout < Duration::from_millis(3) {
+            return Err(Error::invalid("idle_timeout must be at least 3 ms"));
         }
         let target = io::Target::parse(url, &options)?;
         let spawn_err = |e: std::io::Error| Error::Internal(format!("cannot start a thread: {e}"));
