@@ -255,6 +255,10 @@ pub async fn acquire(
         options,
     };
     authorize(role, &own, &Command::Acquire(request.clone()))?;
+    let _polling = match request.options.timeout {
+        Some(t) if t.is_zero() => None,
+        _ => Some(app.long_poll()?),
+    };
     let names: Vec<&str> = request.resources.iter().map(String::as_str).collect();
     let ticket = app.handle.request(id, &names, &request.options)?;
     // Dropped with this future when the client hangs up: the wait is withdrawn.

@@ -148,6 +148,10 @@ struct Shared {
     connections: Seats,
     /// HTTP requests in flight (long polls among them), bounded like the connections.
     requests: Seats,
+    /// Long polls (acquires that may wait), at most half of `requests`: the other half
+    /// stays for the short requests (a holder's heartbeat, its release), which waiting
+    /// clients must not crowd out.
+    long_polls: Seats,
     /// Turns true when the server stops: streams and connections end then, so that the
     /// answers in flight are all the graceful shutdown waits for.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -176,28 +180,35 @@ impl Shared {
 
 impl App {
     fn seat(&self) -> std::result::Result<Seat, ApiError> {
-        let seats = &self.connections;
-        if seats.taken.fetch_add(1, Ordering::AcqRel) >= seats.limit {
-            seats.taken.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::Busy(format!(
-                "the server has its {} connections already",
-                seats.limit
-            )));
-        }
+        self.connections.take("connections")?;
         self.metrics.connection(true);
         Ok(Seat(self.0.clone()))
     }
 
     fn place(&self) -> std::result::Result<Place<'_>, ApiError> {
-        let places = &self.requests;
-        if places.taken.fetch_add(1, Ordering::AcqRel) >= places.limit {
-            places.taken.fetch_sub(1, Ordering::AcqRel);
+        self.requests.take("requests in flight")?;
+        Ok(Place(&self.requests.taken))
+    }
+
+    /// A place for an acquire that may wait (besides its place as a request).
+    fn long_poll(&self) -> std::result::Result<Place<'_>, ApiError> {
+        self.long_polls
+            .take("acquires waiting (half its requests)")?;
+        Ok(Place(&self.long_polls.taken))
+    }
+}
+
+impl Seats {
+    /// Takes one, or refuses: there are `what` already.
+    fn take(&self, what: &str) -> std::result::Result<(), ApiError> {
+        if self.taken.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.taken.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::Busy(format!(
-                "the server has its {} requests in flight already",
-                places.limit
+                "the server has its {} {what} already",
+                self.limit
             )));
         }
-        Ok(Place(&places.taken))
+        Ok(())
     }
 }
 
@@ -348,6 +359,10 @@ impl Server {
             requests: Seats {
                 taken: AtomicUsize::new(0),
                 limit: config.limits.connections,
+            },
+            long_polls: Seats {
+                taken: AtomicUsize::new(0),
+                limit: (config.limits.connections / 2).max(1),
             },
             metrics,
             config,

@@ -135,9 +135,10 @@ def test_more_connections_than_allowed_are_refused_at_the_upgrade(serve: Serve) 
 
 
 def test_http_requests_over_the_limit_are_refused_not_queued(serve: Serve) -> None:
-    """Long polls hold their place; one request more is refused at once with 503, never
-    left waiting for a place (which could be minutes, --max-wait)."""
-    server = serve("--max-connections", "2")
+    """Long polls hold their place, and may take half of them: one more is refused at once
+    with 503, never left waiting for a place (which could be minutes, --max-wait), and the
+    other half stays for short requests (a holder's heartbeat, its release)."""
+    server = serve("--max-connections", "4")
     holder = open_session(server, name="holder")
     r = requests.post(
         f"{server.url}/v1/sessions/{holder['id']}/acquire",
@@ -171,11 +172,20 @@ def test_http_requests_over_the_limit_are_refused_not_queued(serve: Serve) -> No
     while len(ws.ok({"op": "status", "resource": "busy"})["waiters"]) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    late = open_session(server, name="late")
     started = time.monotonic()
-    r = requests.get(server.url + "/v1/health", headers=server.auth("read"), timeout=15)
+    r = requests.post(f"{server.url}/v1/sessions/{late['id']}/acquire",
+                      json={"resources": ["busy"], "timeout": 20}, headers=as_session(server, late),
+                      timeout=15)
     assert time.monotonic() - started < 2, "the request waited for a place"
     assert r.status_code == 503, r.status_code
-    assert error_body(r)["kind"] == "connection_lost" and "requests" in error_body(r)["message"]
+    assert error_body(r)["kind"] == "connection_lost" and "acquires" in error_body(r)["message"]
+    assert not [w for w in ws.ok({"op": "status", "resource": "busy"})["waiters"]
+                if w["session_id"] == late["id"]]
+    # The holder's own requests still get through.
+    r = requests.post(f"{server.url}/v1/sessions/{holder['id']}/heartbeat",
+                      headers=as_session(server, holder), timeout=15)
+    assert r.status_code == 200, r.text
     assert ws.ok({"op": "force_release", "resource": "busy", "reason": "t"}) >= 1
     ws.close()
 
