@@ -604,10 +604,12 @@ impl Ticket {
             .collect())
     }
 
-    /// Releases the leases of a grant that nobody will use.
+    /// Releases the leases of a grant that nobody will use, without waiting (also on a
+    /// durable engine: nobody saw them, so nobody waits for their release to be written;
+    /// and this may run in a `Drop` on an async task).
     fn give_back(&self, outcome: Outcome) {
         for held in outcome.into_iter().flatten() {
-            let _ = Lease::new(self.handle.clone(), held).release();
+            let _ = Lease::new(self.handle.clone(), held).post_release();
         }
     }
 
@@ -776,19 +778,16 @@ impl Lease {
         if !self.precheck()? {
             return Ok(());
         }
-        let cmd = Command::Release {
-            resource: self.grant.resource.clone(),
-            token: self.token(),
-        };
         if self.handle.link.durable() {
             // A durable engine's release is done once written: wait for it to say so.
-            match self.handle.execute(cmd.clone()) {
+            match self.handle.execute(self.release_command()) {
                 Ok(_) => {}
                 // Over a link that went down, whether it was written is not known: the
                 // lease stays valid until the link, once back, has sent it again and
                 // seen it applied (and if the link never comes back, the server expires
                 // the session after its TTL, and the lease with it).
                 Err(e @ Error::ConnectionLost(_)) => {
+                    let cmd = self.release_command();
                     self.handle.link.release(cmd, self.grant.fence)?;
                     return Err(e);
                 }
@@ -797,11 +796,26 @@ impl Lease {
             self.cell.leave_held(LeaseState::Released);
             return Ok(());
         }
-        self.handle.link.release(cmd, self.grant.fence)?;
-        match self.cell.leave_held(LeaseState::Released) {
+        match self.post_release()? {
             // Released here, or already by the engine processing this release.
             LeaseState::Held | LeaseState::Released => Ok(()),
             _ => self.precheck().map(drop),
+        }
+    }
+
+    /// Posts the release, without waiting for it, and turns the cell released; the
+    /// cell's state before.
+    fn post_release(&self) -> Result<LeaseState> {
+        self.handle
+            .link
+            .release(self.release_command(), self.grant.fence)?;
+        Ok(self.cell.leave_held(LeaseState::Released))
+    }
+
+    fn release_command(&self) -> Command {
+        Command::Release {
+            resource: self.grant.resource.clone(),
+            token: self.token(),
         }
     }
 

@@ -45,9 +45,10 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let resources = q.resource.map(|r| vec![r]);
-    let sub = app
-        .handle
-        .subscribe(resources.as_deref(), last_id.or(q.since))?;
+    // The engine answers a subscribe once it has written what it had to (a journal's
+    // commit): this worker thread's other tasks move on meanwhile.
+    let since = last_id.or(q.since);
+    let sub = tokio::task::block_in_place(|| app.handle.subscribe(resources.as_deref(), since))?;
     let strikes = app.config.limits.lag_strikes;
     let stream = sse_stream(sub, strikes, seat, app.clone());
     Ok(axum::response::Sse::new(stream)

@@ -500,10 +500,13 @@ impl Conn {
     }
 
     fn subscribe(&mut self, id: u64, resources: Option<Vec<String>>, since: Option<u64>) {
-        let sub = match self.app.handle.subscribe(resources.as_deref(), since) {
-            Ok(sub) => sub,
-            Err(e) => return self.reply(id, Err(e.into())),
-        };
+        // As in `sse::events`: the other tasks of this worker go on while the engine writes.
+        let handle = &self.app.handle;
+        let sub =
+            match tokio::task::block_in_place(|| handle.subscribe(resources.as_deref(), since)) {
+                Ok(sub) => sub,
+                Err(e) => return self.reply(id, Err(e.into())),
+            };
         let head = sub.head();
         self.send(ServerMsg::Subscribed { id, head });
         let events = self.events.clone();
