@@ -399,6 +399,7 @@ async fn resume(shared: &Shared, tx: &mpsc::UnboundedSender<ClientMsg>) -> Resul
             since: last,
         });
     }
+    st.post_let_go(tx);
     st.conn = Some(tx.clone());
     st.down.clear();
     Ok(())

@@ -512,8 +512,9 @@ impl LinkState {
     /// by `token` (see `releasing`). Only the token the lease was handed out with lets it
     /// go here: a release with another fails on the server, and ends nothing. A lease of
     /// this link's let go of while its connection is gone (or going: the send fails) is
-    /// released all the same, by the next connection's resume (`io::check_leases`); if
-    /// the link never comes back, the server expires its session after its TTL.
+    /// `ConnectionLost`, but released all the same by the next connection's resume
+    /// (`io::check_leases`, `post_let_go`); if the link never comes back, the server
+    /// expires its session after its TTL.
     fn post_release(
         &mut self,
         tx: Option<&mpsc::UnboundedSender<ClientMsg>>,
@@ -537,12 +538,35 @@ impl LinkState {
             fence: self.quiet.then_some(fence),
         };
         let sent = tx.is_some_and(|tx| tx.send(msg).is_ok());
-        if sent && ours {
+        if !sent {
+            return Err(Error::ConnectionLost(self.down.clone()));
+        }
+        if ours {
             self.releasing.push_back((self.next_id, fence));
         }
-        match sent || ours {
-            true => Ok(()),
-            false => Err(Error::ConnectionLost(self.down.clone())),
+        Ok(())
+    }
+
+    /// Posts on `tx`, a connection about to open to callers, every release let go of here
+    /// and not yet posted on it: one let go of during its resume, after the resume had
+    /// looked at that lease.
+    pub(super) fn post_let_go(&mut self, tx: &mpsc::UnboundedSender<ClientMsg>) {
+        let posted: HashSet<u64> = self.releasing.iter().map(|(_, f)| *f).collect();
+        let watched = self
+            .leases
+            .iter()
+            .filter(|(_, w)| w.let_go)
+            .map(|(f, w)| (*f, w.resource.clone(), w.token));
+        let unwatched = self
+            .to_release
+            .iter()
+            .map(|(f, u)| (*f, u.resource.clone(), u.token));
+        let posts: Vec<_> = watched
+            .chain(unwatched)
+            .filter(|(f, _, _)| !posted.contains(f))
+            .collect();
+        for (fence, resource, token) in posts {
+            let _ = self.post_release(Some(tx), resource, token, fence);
         }
     }
 
