@@ -118,17 +118,16 @@ async fn connections(
     let mut first = Some(first);
     let mut backoff = Duration::from_millis(50);
     loop {
-        let attempt = match &first {
-            Some(_) => tokio::time::timeout(shared.options.connect_timeout, connect(target))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::ConnectionLost(format!(
-                        "{}: no answer in time",
-                        target.url
-                    )))
-                }),
-            None => connect(target).await,
-        };
+        // Each attempt, not only the first: a server that takes the connection and then
+        // says nothing (a hung process, a route that drops everything) is tried again.
+        let attempt = tokio::time::timeout(shared.options.connect_timeout, connect(target))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::ConnectionLost(format!(
+                    "{}: no answer in time",
+                    target.url
+                )))
+            });
         let ended = match attempt {
             Ok(ws) => {
                 backoff = Duration::from_millis(50);
@@ -207,7 +206,8 @@ async fn connection(
     {
         return lost("the server closed the connection".into());
     }
-    match stream.next().await {
+    let welcome = tokio::time::timeout(shared.options.connect_timeout, stream.next());
+    match welcome.await.unwrap_or(None) {
         Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(t.as_str()) {
             Ok(ServerMsg::Welcome {
                 durable,
@@ -226,7 +226,7 @@ async fn connection(
                 ))
             }
         },
-        _ => return lost("the server closed the connection".into()),
+        _ => return lost("the server closed the connection, or did not greet it in time".into()),
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<ClientMsg>();
     let idle = shared.options.idle_timeout;
