@@ -43,7 +43,10 @@ class Client:
         self.out.write(json.dumps(kv) + "\n")
 
     def call(self, op: str, fn: Callable[[], Any], **kv: Any) -> tuple[bool, Any, float, float]:
-        """Runs one call and logs it if it failed; returns (ok, value or error, t0, t1)."""
+        """Runs one call and logs it if it failed; returns (ok, value or error, t0, t1).
+        A call that works shows the link is up again, except a release: the link answers
+        one it has already seen applied (sent again by its resume) without the server,
+        also while that resume is still going on."""
         t0 = time.monotonic()
         try:
             v = fn()
@@ -56,7 +59,7 @@ class Client:
                 self.up = False
             return False, e, t0, t1
         t1 = time.monotonic()
-        if not self.up:
+        if not self.up and op != "release":
             self.log(op="up", t=t1)
             self.up = True
         return True, v, t0, t1
