@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Json;
 use interlock::{
@@ -343,16 +343,14 @@ pub struct ReasonBody {
 pub async fn force_release(
     State(app): State<App>,
     caller: Caller,
-    Path(rest): Path<String>,
+    uri: Uri,
     Body(b): Body<Option<ReasonBody>>,
 ) -> Answer<Released> {
     let role = caller.require(Role::Read)?;
-    let resource = rest
-        .strip_suffix("/force-release")
-        .ok_or_else(|| Error::NotFound(format!("no route POST /v1/locks/{rest}")))?;
+    let resource = force_release_target(uri.path())?;
     let (reason, fence) = b.map_or((None, None), |b| (b.reason, b.fence));
     let cmd = Command::ForceRelease {
-        resource: resource.into(),
+        resource,
         reason,
         fence,
     };
@@ -360,6 +358,24 @@ pub async fn force_release(
         Reply::Count(released) => Ok(Json(Released { released })),
         r => Err(unexpected(r)),
     }
+}
+
+/// The resource of `POST /v1/locks/{resource}/force-release`. The suffix is found in the
+/// path as sent, before percent-decoding: `x%2Fforce-release` names the resource
+/// `x/force-release`, never a force release of `x`.
+fn force_release_target(path: &str) -> Result<String, Error> {
+    let raw = path
+        .strip_prefix("/v1/locks/")
+        .and_then(|p| p.strip_suffix("/force-release"))
+        .ok_or_else(|| Error::NotFound(format!("no route POST {path}")))?;
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(String::from)
+        .map_err(|_| {
+            Error::InvalidArgument(
+                "the resource in the path is not UTF-8 once percent-decoded".into(),
+            )
+        })
 }
 
 /// Every held resource, by name, with its holders and queue.

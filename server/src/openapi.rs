@@ -52,7 +52,7 @@ struct Doc;
 
 /// What every operation shares, written once rather than on each route: the bearer
 /// token, the answers of the one status table that any route can give (401 without a
-/// good token, 413 for a body over the limit, 503 when the server is closing or full),
+/// good token, 413 for a body over the limit, 503 when the server is closing or at a limit),
 /// and a description for every answer (OpenAPI requires one).
 struct Common;
 
@@ -175,7 +175,7 @@ fn describe(status: &str) -> &'static str {
         "409" => "timed out, deadlock, already held, or not the lease's token",
         "410" => "the lease was lost, or the session expired",
         "413" => "the body is over the server's limit",
-        "503" => "the server is closing, or at its limit of connections",
+        "503" => "the server is closing, or at its limit of requests or of waiting acquires",
         _ => "see the error body",
     }
 }

@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from helpers import Server, open_session
+from helpers import Server, as_session, open_session
 
 
 def error(r: requests.Response) -> dict[str, Any]:
@@ -76,6 +76,37 @@ def test_every_refusal_is_the_one_error_body(server: Server) -> None:
     request = f"GET /v1/sessions/%FF%FE HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {admin['Authorization']}\r\nConnection: close\r\n\r\n"
     status, body = raw(server, request.encode())
     assert status == 400 and b'"error"' in body, (status, body)
+
+
+def test_an_encoded_slash_belongs_to_the_resource(server: Server) -> None:
+    """`x%2Fforce-release` is the resource `x/force-release`: POSTing to it is no route,
+    never a force release of `x`, and its own force release leaves `x` held."""
+    url, admin = server.url, server.auth("admin")
+    s = open_session(server)
+    for name in ["x", "x/force-release"]:
+        r = requests.post(f"{url}/v1/sessions/{s['id']}/acquire", json={"resources": [name]},
+                          headers=as_session(server, s), timeout=10)
+        assert r.status_code == 200, r.text
+
+    def holders(encoded: str) -> int:
+        r = requests.get(f"{url}/v1/locks/{encoded}", headers=admin, timeout=10)
+        assert r.status_code == 200, r.text
+        return len(r.json()["holders"])
+
+    r = requests.post(url + "/v1/locks/x%2Fforce-release", json={}, headers=admin, timeout=10)
+    assert r.status_code == 404 and error(r)["kind"] == "not_found", r.text
+    assert holders("x") == 1 and holders("x%2Fforce-release") == 1
+    r = requests.post(url + "/v1/locks/x%2Fforce-release/force-release", json={}, headers=admin, timeout=10)
+    assert r.status_code == 200 and r.json() == {"released": 1}, r.text
+    assert holders("x") == 1 and holders("x%2Fforce-release") == 0
+    r = requests.post(url + "/v1/locks/x/force-release", json={}, headers=admin, timeout=10)
+    assert r.status_code == 200 and r.json() == {"released": 1}, r.text
+    assert holders("x") == 0
+    status, body = raw(server, (
+        f"POST /v1/locks/%FF/force-release HTTP/1.1\r\nHost: {server.host_port[0]}\r\n"
+        f"Authorization: {admin['Authorization']}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ).encode())
+    assert status == 400 and b"UTF-8" in body, (status, body)
 
 
 def test_the_openapi_document_is_whole(server: Server) -> None:
