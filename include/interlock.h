@@ -716,7 +716,7 @@ interlock_status interlock_ticket_position(const struct interlock_ticket *ticket
  *
  * `INTERLOCK_TIMEOUT` if it is still queued (it stays queued: wait again or cancel),
  * `INTERLOCK_CANCELLED` after `interlock_ticket_cancel`, `INTERLOCK_NOT_FOUND` if its
- * outcome was already taken, or the error that failed the request.
+ * grant was already taken, or the error that failed the request (again on every wait).
  */
 interlock_status interlock_ticket_wait(const struct interlock_ticket *ticket,
                                        double timeout,

@@ -504,7 +504,9 @@ fn position_of(reply: std::result::Result<Result<Reply>, reply::Closed>) -> Resu
 
 enum TicketState {
     Pending,
-    Done,
+    Granted,
+    /// Failed with this error, which every later wait gives again.
+    Failed(Error),
     Cancelled,
 }
 
@@ -553,7 +555,9 @@ impl Ticket {
         got.map(|outcome| self.settle(outcome)).transpose()
     }
 
-    /// Waits for the outcome; after `timeout` gives `LockTimeout` and stays queued.
+    /// Waits for the outcome; after `timeout` gives `LockTimeout` and stays queued. A
+    /// ticket whose request failed gives that error again on every later wait; one whose
+    /// leases were taken gives `NotFound`.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Vec<Lease>> {
         self.poll(timeout)?
             .ok_or_else(|| Error::LockTimeout(self.resources.join(", ")))
@@ -581,7 +585,8 @@ impl Ticket {
     fn gone(&self) -> Error {
         match *self.lock() {
             TicketState::Cancelled => Error::Cancelled("ticket cancelled".into()),
-            TicketState::Done => Error::NotFound("ticket already completed".into()),
+            TicketState::Granted => Error::NotFound("ticket already granted".into()),
+            TicketState::Failed(ref e) => e.clone(),
             TicketState::Pending => Error::EngineClosed,
         }
     }
@@ -597,8 +602,9 @@ impl Ticket {
             self.give_back(outcome);
             return Err(Error::Cancelled("ticket cancelled".into()));
         }
-        *state = TicketState::Done;
-        Ok(outcome?
+        let held = outcome.inspect_err(|e| *state = TicketState::Failed(e.clone()))?;
+        *state = TicketState::Granted;
+        Ok(held
             .into_iter()
             .map(|held| Lease::new(self.handle.clone(), held))
             .collect())

@@ -283,6 +283,20 @@ fn a_ticket_can_be_waited_on_in_slices_and_cancelled() {
     let leases = tc.wait(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(leases[0].resource(), "ps");
     assert_eq!(tc.position().unwrap(), None);
+    assert_eq!(tc.wait(None).unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn a_ticket_whose_request_failed_gives_its_error_on_every_wait() {
+    let eng = engine();
+    let a = eng.open_session(SessionSpec::named("a")).unwrap();
+    let b = eng.open_session(SessionSpec::named("b")).unwrap();
+    let _held = a.acquire("ps", &AcquireOptions::default()).unwrap();
+    let ticket = b.enqueue(&["ps"], &exclusive(Some(ms(20)))).unwrap();
+    for _ in 0..2 {
+        let err = ticket.wait(Some(Duration::from_secs(5))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LockTimeout);
+    }
 }
 
 #[test]

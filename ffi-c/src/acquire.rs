@@ -360,7 +360,7 @@ pub unsafe extern "C" fn interlock_ticket_position(
 ///
 /// `INTERLOCK_TIMEOUT` if it is still queued (it stays queued: wait again or cancel),
 /// `INTERLOCK_CANCELLED` after `interlock_ticket_cancel`, `INTERLOCK_NOT_FOUND` if its
-/// outcome was already taken, or the error that failed the request.
+/// grant was already taken, or the error that failed the request (again on every wait).
 #[no_mangle]
 pub unsafe extern "C" fn interlock_ticket_wait(
     ticket: *const interlock_ticket,

@@ -321,6 +321,18 @@ def test_enqueue_with_a_timeout_fails_in_the_ticket(eng: interlock.Engine) -> No
         ticket.wait(10.0)
     assert ticket.position is None
     assert eng.status("r")["waiters"] == []
+    with pytest.raises(interlock.LockTimeout):
+        ticket.wait(10.0)  # waiting again fails the same way
+
+
+def test_a_ticket_failed_by_its_session_closing_fails_so_every_time(eng: interlock.Engine) -> None:
+    eng.session("holder").acquire("r")
+    s = eng.session("a")
+    ticket = s.enqueue("r")
+    s.close()
+    for _ in range(2):
+        with pytest.raises(interlock.Cancelled):
+            ticket.wait(10.0)
 
 
 def test_ticket_position_is_live(eng: interlock.Engine) -> None:

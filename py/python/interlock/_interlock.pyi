@@ -355,7 +355,8 @@ class Ticket(Generic[_Granted]):
     def resources(self) -> list[str]: ...
     def wait(self, timeout: Optional[float] = None) -> _Granted:
         """The `Lease` (a list for a list of names); `LockTimeout` after `timeout`, and the
-        ticket stays queued; Ctrl-C cancels it. Waiting again gives the same leases."""
+        ticket stays queued; Ctrl-C cancels it. Waiting again gives the same leases, or
+        raises the same error."""
     def cancel(self) -> None:
         """Withdraws the request (or releases a grant not yet handed out); later waits
         raise `Cancelled`."""
