@@ -201,6 +201,45 @@ fn without_keepalive_only_sessions_opened_without_a_ttl_are_heartbeated() {
 }
 
 #[test]
+fn without_keepalive_a_renew_keeps_the_session_alive_on_both_sides() {
+    // The server counts a renew as its session's activity; so must the link's TTL clock,
+    // or it gives up a lease the server still holds.
+    let (engine, server) = serve();
+    let ttl = Duration::from_millis(300);
+    let options = ConnectOptions {
+        keepalive: false,
+        session_ttl: ttl,
+        ..ConnectOptions::default()
+    };
+    let remote = Handle::connect(server.url(), options).unwrap();
+    let s = remote
+        .open_session(SessionSpec {
+            ttl: Some(ttl),
+            ..SessionSpec::named("renews")
+        })
+        .unwrap();
+    let lease = s
+        .acquire(
+            "psu",
+            &AcquireOptions {
+                ttl: Some(Duration::from_secs(30)),
+                ..AcquireOptions::default()
+            },
+        )
+        .unwrap();
+    for _ in 0..10 {
+        std::thread::sleep(ttl / 3);
+        lease.renew(None).unwrap();
+    }
+    assert_eq!(
+        lease.state(),
+        LeaseState::Held,
+        "four TTLs on, renewed all along"
+    );
+    assert!(engine.check_fence("psu", lease.fence()).unwrap());
+}
+
+#[test]
 fn a_wait_after_cancel_is_cancelled_at_once_remotely() {
     // The cancel's answer and the request's own answer travel separately; a wait that
     // follows `cancel` must not see the request still pending (found by CI under valgrind).

@@ -613,6 +613,16 @@ fn answered(st: &mut LinkState, shared: &Shared, kind: CallKind, result: &Result
         (CallKind::Close { session }, Ok(_)) => {
             st.sessions.remove(&session);
         }
+        (CallKind::Renew { token, sent }, Ok(_)) => {
+            let session = st
+                .leases
+                .values()
+                .find(|w| w.token == token)
+                .map(|w| w.session);
+            if let Some(session) = session {
+                st.active(session, sent);
+            }
+        }
         _ => {}
     }
 }

@@ -144,6 +144,11 @@ enum CallKind {
     Close {
         session: SessionId,
     },
+    /// A lease is renewed, sent at `sent`: its session's activity then, as a heartbeat.
+    Renew {
+        token: Token,
+        sent: Instant,
+    },
 }
 
 struct Call {
@@ -353,6 +358,10 @@ fn prepare(mut cmd: Command, ttl: Duration, keepalive: bool) -> (Command, CallKi
         Command::CloseSession { session } => CallKind::Close { session: *session },
         Command::Heartbeat { session } => CallKind::Heartbeat {
             session: *session,
+            sent: Instant::now(),
+        },
+        Command::Renew { token, .. } => CallKind::Renew {
+            token: *token,
             sent: Instant::now(),
         },
         _ => CallKind::Plain,
