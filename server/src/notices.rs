@@ -1,6 +1,6 @@
 //! The server's one subscription to its engine: it counts events for the metrics, and
-//! tells each WebSocket connection when a lease of a session it acts as ends, so that
-//! the remote holder learns it at once. A release the connection itself posted with its
+//! tells each WebSocket connection when a lease it handed out, or a lease of a session it
+//! acts as, ends, so that the remote holder learns it at once. A release the connection itself posted with its
 //! lease's fence and token (`post` with `fence`) is not told back: its client knows.
 
 use std::collections::{HashMap, HashSet};
@@ -84,26 +84,49 @@ impl Route {
         }
     }
 
+    /// Whether this connection handed out the lease `fence` (and has not heard its end).
+    fn handed_out(&self, fence: u64) -> bool {
+        !self.out.is_closed() && lock(&self.quiet).granted.contains_key(&fence)
+    }
+
     /// Some notices were missed: nothing is known to be quiet any more.
     fn forget_all(&self) {
         *lock(&self.quiet) = Quiet::default();
     }
 }
 
-/// Where the lease notices of each session go: the connection that last took it up.
+/// Where lease notices go: to the connection that last took up the lease's session, or,
+/// if an earlier one that is still open handed the lease out, to that one (its client
+/// holds the lease).
 #[derive(Default)]
 pub struct Notices {
-    routes: Mutex<HashMap<SessionId, Route>>,
+    routes: Mutex<Routes>,
+}
+
+#[derive(Default)]
+struct Routes {
+    sessions: HashMap<SessionId, Route>,
+    /// The connections that took a session up before its current one: the leases one of
+    /// them handed out still end there while it is open.
+    former: HashMap<SessionId, Vec<Route>>,
 }
 
 impl Notices {
-    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Route>> {
+    fn lock(&self) -> MutexGuard<'_, Routes> {
         lock(&self.routes)
     }
 
-    /// Sends `session`'s notices to `to` from now on.
+    /// Sends `session`'s notices to `to` from now on (those of the leases another open
+    /// connection handed out go on to that one).
     pub fn route(&self, session: SessionId, to: &Route) {
-        self.lock().insert(session, to.clone());
+        let mut routes = self.lock();
+        if let Some(old) = routes.sessions.insert(session, to.clone()) {
+            if !old.out.same_channel(&to.out) && !old.out.is_closed() {
+                let former = routes.former.entry(session).or_default();
+                former.retain(|r| !r.out.is_closed() && !r.out.same_channel(&to.out));
+                former.push(old);
+            }
+        }
     }
 
     /// Stops sending the notices of `sessions` to `to` (a connection that ended), unless
@@ -111,8 +134,18 @@ impl Notices {
     pub fn forget(&self, sessions: &HashSet<SessionId>, to: &Route) {
         let mut routes = self.lock();
         for s in sessions {
-            if routes.get(s).is_some_and(|r| r.out.same_channel(&to.out)) {
-                routes.remove(s);
+            if routes
+                .sessions
+                .get(s)
+                .is_some_and(|r| r.out.same_channel(&to.out))
+            {
+                routes.sessions.remove(s);
+            }
+            if let Some(former) = routes.former.get_mut(s) {
+                former.retain(|r| !r.out.same_channel(&to.out));
+                if former.is_empty() {
+                    routes.former.remove(s);
+                }
             }
         }
     }
@@ -123,9 +156,17 @@ impl Notices {
         if ev.kind == EventKind::Lagged {
             // Some lease notices may be among the missed: every client checks its leases.
             // Their ends may be among them too: those fences are forgotten.
-            for to in self.lock().values() {
-                to.forget_all();
-                let _ = to.out.send(ServerMsg::Resync);
+            let routes = self.lock();
+            let mut told = HashSet::new();
+            for to in routes
+                .sessions
+                .values()
+                .chain(routes.former.values().flatten())
+            {
+                if told.insert(Arc::as_ptr(&to.quiet)) {
+                    to.forget_all();
+                    let _ = to.out.send(ServerMsg::Resync);
+                }
             }
             return;
         }
@@ -136,14 +177,21 @@ impl Notices {
             ev.kind,
             EventKind::SessionClosed | EventKind::SessionExpired
         ) {
-            // Its last lease notice went before this event: the route is no longer needed.
-            self.lock().remove(&session);
+            // Its last lease notice went before this event: the routes are no longer needed.
+            let mut routes = self.lock();
+            routes.sessions.remove(&session);
+            routes.former.remove(&session);
             return;
         }
         let Some((fence, _)) = ev.lease_end() else {
             return;
         };
-        if let Some(to) = self.lock().get(&session) {
+        let routes = self.lock();
+        let mut former = routes.former.get(&session).into_iter().flatten();
+        if let Some(to) = former
+            .find(|r| r.handed_out(fence))
+            .or_else(|| routes.sessions.get(&session))
+        {
             to.ended(fence, ev);
         }
     }

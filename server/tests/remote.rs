@@ -1,5 +1,7 @@
 //! A remote engine against a server in this process: the same API as an embedded one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use interlock::{AcquireOptions, ConnectOptions, ErrorKind, Handle, LeaseState, SessionSpec};
@@ -198,6 +200,39 @@ fn without_keepalive_only_sessions_opened_without_a_ttl_are_heartbeated() {
         beats >= 6 && last - first > 2.0 * ttl.as_secs_f64(),
         "{beats} heartbeats"
     );
+}
+
+#[test]
+fn a_lease_of_a_session_closed_through_another_connection_turns_released_at_once() {
+    // The server tells a lease's end to the connection that handed it out, not only to
+    // the one that acts as its session now: closing the session elsewhere is a release
+    // to its holder (as embedded), not a loss found at the next heartbeat.
+    let (_engine, server) = serve();
+    let one = Handle::connect(server.url(), ConnectOptions::default()).unwrap();
+    let a = one.open_session(SessionSpec::named("a")).unwrap();
+    let lost = Arc::new(AtomicUsize::new(0));
+    let counted = lost.clone();
+    let options = AcquireOptions {
+        on_lost: Some(Arc::new(move |_: &interlock::LostNotice| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })),
+        ..AcquireOptions::default()
+    };
+    let lease = a.acquire("psu", &options).unwrap();
+    let other = Handle::connect(server.url(), ConnectOptions::default()).unwrap();
+    let again = other.resume_session(a.id(), a.secret().unwrap()).unwrap();
+    again.close().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while lease.state() == LeaseState::Held && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(lease.state(), LeaseState::Released);
+    lease.release().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(one.callbacks_done_async()).unwrap();
+    assert_eq!(lost.load(Ordering::SeqCst), 0, "a release is not a loss");
 }
 
 #[test]
