@@ -31,6 +31,9 @@ def lost_lease(eng: interlock.Engine, why: str) -> interlock.Lease:
         eng.session("maintenance").acquire("r", priority=0, preempt=True)
     wait_until(lambda: not lease.valid, "the loss")
     assert lease.lost_reason == why
+    if why == "expired":
+        # A remote holder learns it first, by its own clock (README): the engine follows.
+        wait_until(lambda: not eng.status("r")["locked"], "the engine's expiry")
     return lease
 
 

@@ -68,6 +68,8 @@ def test_every_kind_of_event(eng: interlock.Engine, make_engine: Engines) -> Non
     ticket = eng.session("w").enqueue("p")
     ticket.cancel()
     wait_until(lambda: not short.valid, "lease expiry")
+    # A remote holder learns it first, by its own clock (README): the engine follows.
+    wait_until(lambda: not eng.status("t")["locked"], "the engine's expiry")
     wait_until(lambda: "session_expired" in {e.kind for e in eng.history()}, "session expiry")
     a.close()
     kinds = {e.kind for e in eng.history()}

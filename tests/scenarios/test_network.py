@@ -147,6 +147,44 @@ def test_a_lock_let_go_of_while_the_link_is_down_is_released_once_it_is_back(
     lab.note(f"a release and a close asked for during a cut were sent after it ({durable=})")
 
 
+def test_a_lease_ttl_runs_out_on_the_holders_clock_during_a_cut(lab: Lab) -> None:
+    """A lease with a TTL turns lost ("expired") by the link's own clock, as an embedded
+    one does, and before the server grants it to a waiter, even while the cut keeps the
+    server's word from the holder; a renew that was answered moves that clock on."""
+    server = lab.server()
+    proxy = lab.proxy(server)
+    eng = interlock.connect(proxy.url, session_ttl=15.0)
+    try:
+        lost: list[tuple[float, str]] = []
+        lease = eng.session("holder").acquire(
+            "psu", ttl=1.0, on_lost=lambda _lease, why: lost.append((time.monotonic(), why)))
+        time.sleep(0.6)
+        lease.renew()  # its TTL counts from here now
+        renewed = time.monotonic()
+        granted: list[float] = []
+        other = server.admin.session("other")
+
+        def wait_for_it() -> None:
+            other.acquire("psu", timeout=10)
+            granted.append(time.monotonic())
+
+        waiter = threading.Thread(target=wait_for_it)
+        waiter.start()
+        wait_queued(server, "psu", other.id)
+        proxy.swallow()
+        wait_until(lambda: lost, timeout=5, what="the holder's on_lost")
+        waiter.join(10)
+        (at, why), = lost
+        assert why == "expired" and not lease.valid and lease.lost_reason == "expired"
+        assert granted and at < granted[0], (at - renewed, granted and granted[0] - renewed)
+        assert 0.9 < at - renewed < 1.0, at - renewed
+        lab.note(f"lost by its own clock {at - renewed:.3f}s after the renew; the waiter "
+                 f"was granted {granted[0] - at:.3f}s later")
+    finally:
+        proxy.resume()
+        eng.close()
+
+
 def test_a_release_waiting_for_a_durable_server_lets_other_threads_run(
         lab: Lab, tmp_path) -> None:
     """A release to a server with a journal waits for its answer without the GIL (the

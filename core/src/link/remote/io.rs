@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::Connector;
 
-use super::{due, owned, to_resume, Call, CallKind, ConnectOptions, LinkState, Shared, Unwatched};
+use super::{due, to_resume, Call, CallKind, ConnectOptions, LinkState, Shared, Unwatched};
 use crate::error::{Error, ErrorKind, LostReason, Result};
 use crate::protocol::{Command, Reply};
 use crate::reply;
@@ -483,8 +483,7 @@ fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: Ser
             let Some(call) = st.calls.remove(&id) else {
                 return;
             };
-            let result: Result<Reply> = result.into();
-            answered(&mut st, shared, call.kind, &result);
+            let result = answered(&mut st, shared, call.kind, result.into());
             if let Some(reply) = call.reply {
                 let _ = reply.send(result);
             }
@@ -509,7 +508,7 @@ fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: Ser
             if result.is_ok() {
                 st.active(a.session, a.sent);
             }
-            let outcome = result.map(|grants| st.hold(grants, &a.on_lost));
+            let outcome = result.map(|grants| st.hold(grants, &a.on_lost, a.sent));
             if let Err(Ok(held)) = a.done.send(outcome) {
                 // The caller went away before its grant came: nobody holds it.
                 for h in held {
@@ -570,8 +569,13 @@ fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: Ser
 }
 
 /// What the answer to a call means to the link's own records.
-fn answered(st: &mut LinkState, shared: &Shared, kind: CallKind, result: &Result<Reply>) {
-    match (kind, result) {
+fn answered(
+    st: &mut LinkState,
+    shared: &Shared,
+    kind: CallKind,
+    result: Result<Reply>,
+) -> Result<Reply> {
+    match (kind, &result) {
         (
             CallKind::Adopt { sent, beat },
             Ok(Reply::Opened {
@@ -613,18 +617,12 @@ fn answered(st: &mut LinkState, shared: &Shared, kind: CallKind, result: &Result
         (CallKind::Close { session }, Ok(_)) => {
             st.sessions.remove(&session);
         }
-        (CallKind::Renew { token, sent }, Ok(_)) => {
-            let session = st
-                .leases
-                .values()
-                .find(|w| w.token == token)
-                .map(|w| w.session);
-            if let Some(session) = session {
-                st.active(session, sent);
-            }
+        (CallKind::Renew { token, ttl, sent }, Ok(_)) => {
+            st.renewed(token, ttl, sent)?;
         }
         _ => {}
     }
+    result
 }
 
 fn forget_session(st: &mut LinkState, shared: &Shared, session: SessionId) {
@@ -657,11 +655,7 @@ async fn clock(shared: &Arc<Shared>) {
                     });
                 }
             }
-            owned(&st)
-                .iter()
-                .filter_map(|id| st.sessions.get(id).map(|s| super::tick_of(s.ttl)))
-                .min()
-                .unwrap_or(Duration::from_millis(100))
+            super::next_tick(&st, Instant::now())
         };
         tokio::time::sleep(tick).await;
     }

@@ -112,6 +112,12 @@ struct Watched {
     /// Its holder let go of it here: its release was posted (set with the post, under
     /// the link's lock, so that a resume sees it whatever the holder's thread does next).
     let_go: bool,
+    /// Its TTL (from its grant or its last renew), and when that runs out by this link's
+    /// clock: counted from the send of that acquire or renew, so never after the server's
+    /// (which counts from its arrival). Then it turns lost (`expired`) here, even with no
+    /// word from the server (a cut connection), as an embedded lease does.
+    ttl: Option<Duration>,
+    expires: Option<Instant>,
 }
 
 /// A lease this link let go of without watching it (given up when its session lapsed,
@@ -144,9 +150,11 @@ enum CallKind {
     Close {
         session: SessionId,
     },
-    /// A lease is renewed, sent at `sent`: its session's activity then, as a heartbeat.
+    /// A lease is renewed (for `ttl`, or its own), sent at `sent`: its session's
+    /// activity then, as a heartbeat, and the start of its new TTL.
     Renew {
         token: Token,
+        ttl: Option<Duration>,
         sent: Instant,
     },
 }
@@ -360,8 +368,9 @@ fn prepare(mut cmd: Command, ttl: Duration, keepalive: bool) -> (Command, CallKi
             session: *session,
             sent: Instant::now(),
         },
-        Command::Renew { token, .. } => CallKind::Renew {
+        Command::Renew { token, ttl, .. } => CallKind::Renew {
             token: *token,
+            ttl: *ttl,
             sent: Instant::now(),
         },
         _ => CallKind::Plain,
@@ -432,7 +441,12 @@ impl LinkState {
     }
 
     /// Makes the cells of granted leases and watches them.
-    fn hold(&mut self, grants: Grants, on_lost: &Option<LostCallback>) -> SmallVec<[Held; 1]> {
+    fn hold(
+        &mut self,
+        grants: Grants,
+        on_lost: &Option<LostCallback>,
+        sent: Instant,
+    ) -> SmallVec<[Held; 1]> {
         grants
             .into_iter()
             .map(|grant| {
@@ -449,6 +463,8 @@ impl LinkState {
                             resource: grant.resource.clone(),
                             token: grant.token,
                             let_go: false,
+                            ttl: grant.ttl,
+                            expires: grant.ttl.and_then(|t| sent.checked_add(t)),
                         },
                     );
                 }
@@ -470,18 +486,7 @@ impl LinkState {
             }
             return;
         };
-        let before = w.cell.leave_held(end);
-        if let (LeaseState::Held, LeaseState::Lost(reason), Some(callback)) =
-            (before, end, w.on_lost)
-        {
-            let notice = LostNotice {
-                resource: w.resource,
-                fence,
-                session_id: w.session,
-                reason,
-            };
-            jobs.lost(callback, notice);
-        }
+        tell_end(jobs, &w, fence, end);
     }
 
     /// The leases of `session` that are still held.
@@ -508,6 +513,44 @@ impl LinkState {
             }
             self.end_lease(jobs, fence, LeaseState::Lost(reason));
         }
+    }
+
+    /// A lease's TTL ran out by the link's clock: it turns lost (`expired`) here, and
+    /// stays watched until the server's own word of its end (which says `expired` in the
+    /// history, as the server saw it), or a renew that was on its way (see `renewed`).
+    fn expire_here(&mut self, jobs: &Jobs, fence: u64) {
+        if let Some(w) = self.leases.get_mut(&fence) {
+            w.expires = None;
+            tell_end(jobs, w, fence, LeaseState::Lost(LostReason::Expired));
+        }
+    }
+
+    /// The server renewed the lease of `token` at `sent`, for `ttl` (or its own). If the
+    /// link had already let it expire here, the renew came too late for its holder: the
+    /// lease is released there too, and the renew fails as lost.
+    pub(super) fn renewed(
+        &mut self,
+        token: Token,
+        ttl: Option<Duration>,
+        sent: Instant,
+    ) -> Result<()> {
+        let Some((&fence, w)) = self.leases.iter_mut().find(|(_, w)| w.token == token) else {
+            return Ok(());
+        };
+        if w.cell.get() == LeaseState::Held {
+            w.ttl = ttl.or(w.ttl);
+            w.expires = w.ttl.and_then(|t| sent.checked_add(t));
+            let session = w.session;
+            self.active(session, sent);
+            return Ok(());
+        }
+        let resource = w.resource.clone();
+        let tx = self.conn.clone();
+        let _ = self.post_release(tx.as_ref(), resource.clone(), token, fence);
+        Err(Error::LockLost {
+            resource: resource.to_string(),
+            reason: LostReason::Expired,
+        })
     }
 
     /// An event of a lease of this link's sessions.
@@ -875,7 +918,58 @@ fn due(st: &mut LinkState, jobs: &Jobs, now: Instant) -> Vec<SessionId> {
     for id in lapsed {
         st.lose_session(jobs, id, LostReason::ConnectionLost);
     }
+    let expired: Vec<u64> = st
+        .leases
+        .iter()
+        .filter(|(_, w)| !w.let_go && w.expires.is_some_and(|at| now >= at - lease_margin(w)))
+        .map(|(fence, _)| *fence)
+        .collect();
+    for fence in expired {
+        st.expire_here(jobs, fence);
+    }
     beat
+}
+
+/// A lease ended as `end`: its cell says so and its `on_lost` runs (unless it had ended
+/// already, or its holder released it first).
+fn tell_end(jobs: &Jobs, w: &Watched, fence: u64, end: LeaseState) {
+    let before = w.cell.leave_held(end);
+    if let (LeaseState::Held, LeaseState::Lost(reason), Some(callback)) = (before, end, &w.on_lost)
+    {
+        let notice = LostNotice {
+            resource: w.resource.clone(),
+            fence,
+            session_id: w.session,
+            reason,
+        };
+        jobs.lost(callback.clone(), notice);
+    }
+}
+
+/// How long before its TTL runs out by the link's clock a lease turns lost: a twentieth
+/// of its TTL, at most 50 ms, so that a timer that fires late still comes first.
+fn lease_margin(w: &Watched) -> Duration {
+    w.ttl
+        .map_or(Duration::ZERO, |t| (t / 20).min(Duration::from_millis(50)))
+}
+
+/// How long the link's clock sleeps: a tick of its shortest session TTL, and no later
+/// than the next lease's TTL runs out.
+fn next_tick(st: &LinkState, now: Instant) -> Duration {
+    let tick = st
+        .sessions
+        .values()
+        .map(|s| tick_of(s.ttl))
+        .min()
+        .unwrap_or(Duration::from_millis(100));
+    st.leases
+        .values()
+        .filter(|w| !w.let_go)
+        .filter_map(|w| {
+            w.expires
+                .map(|at| (at - lease_margin(w)).saturating_duration_since(now))
+        })
+        .fold(tick, Duration::min)
 }
 
 /// The sessions and their secrets, to resume on a new connection.
@@ -884,9 +978,4 @@ fn to_resume(st: &LinkState) -> Vec<(SessionId, Secret, bool)> {
         .iter()
         .map(|(id, s)| (*id, s.secret, s.closing))
         .collect()
-}
-
-/// The sessions whose heartbeats the link sends: its own.
-fn owned(st: &LinkState) -> HashSet<SessionId> {
-    st.sessions.keys().copied().collect()
 }
