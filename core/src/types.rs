@@ -17,6 +17,9 @@ pub const MAX_RESOURCE_LEN: usize = 1024;
 pub const MAX_SESSION_NAME_LEN: usize = 256;
 /// Largest session metadata, as compact JSON, in bytes.
 pub const MAX_METADATA_LEN: usize = 64 * 1024;
+/// Most levels of nesting in session metadata: every answer that carries it (a listing
+/// nests it some levels deeper) stays within what a JSON reader takes (serde_json's 128).
+pub const MAX_METADATA_DEPTH: usize = 64;
 /// Priority of a request that does not say (0 is most important, 255 least).
 pub const DEFAULT_PRIORITY: u8 = 100;
 
@@ -371,10 +374,27 @@ fn validate_name(what: &str, name: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// Checks session metadata: a JSON object of at most [`MAX_METADATA_LEN`] bytes.
+/// Checks session metadata: a JSON object of at most [`MAX_METADATA_LEN`] bytes and
+/// [`MAX_METADATA_DEPTH`] levels.
 pub fn validate_metadata(metadata: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
     if !metadata.is_object() {
         return Err(Error::invalid("metadata must be a JSON object"));
+    }
+    // Each array or object, with how many levels of them it is in (itself included).
+    let mut open = vec![(metadata, 1)];
+    while let Some((value, depth)) = open.pop() {
+        let inside: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        if depth > MAX_METADATA_DEPTH {
+            return Err(Error::invalid(format!(
+                "metadata is nested more than {MAX_METADATA_DEPTH} levels deep"
+            )));
+        }
+        open.extend(inside.map(|v| (v, depth + 1)));
     }
     let len = serde_json::to_vec(metadata)
         .map_err(|e| Error::invalid(format!("metadata: {e}")))?

@@ -161,9 +161,31 @@ impl<T> From<Outcome<T>> for crate::Result<T> {
     }
 }
 
+/// Whether a server message failed to decode because it is of a later protocol version
+/// (an op or a value this client does not know: it may pass it over), rather than
+/// because it is not JSON this client can read at all (broken, or nested too deep).
+#[cfg(feature = "remote")]
+pub(crate) fn of_a_later_version(e: &serde_json::Error) -> bool {
+    e.classify() == serde_json::error::Category::Data
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(feature = "remote")]
+    fn a_message_of_a_later_version_is_told_from_one_that_cannot_be_read() {
+        let failure = |text: &str| serde_json::from_str::<ServerMsg>(text).unwrap_err();
+        assert!(of_a_later_version(&failure(r#"{"op":"teleport","id":1}"#)));
+        let deep = format!(
+            r#"{{"op":"reply","id":1,"ok":{{"reply":"bool","value":{}{}}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(!of_a_later_version(&failure(&deep)));
+        assert!(!of_a_later_version(&failure(r#"{"op":"reply","id":1,"ok"#)));
+    }
 
     #[test]
     fn messages_look_as_the_protocol_document_says() {

@@ -23,6 +23,25 @@ def test_session_identity_and_metadata(eng: interlock.Engine) -> None:
     assert repr(s) == f"<Session ReactorController id={s.id}>"
 
 
+def test_metadata_nested_at_most_64_deep_reads_back_in_every_listing(eng: interlock.Engine) -> None:
+    def nested(levels: int) -> dict[str, object]:
+        value: object = "bottom"
+        for _ in range(levels - 1):
+            value = [value]
+        return {"deep": value}
+
+    with pytest.raises(ValueError, match="nested more than 64 levels"):
+        eng.session("too-deep", metadata=nested(65))
+    with pytest.raises(ValueError, match="nested more than 64 levels"):
+        eng.session("far-too-deep", metadata=nested(120))
+    s = eng.session("deep", metadata=nested(64))
+    s.acquire("r")
+    # Over a link every answer that carries it is still JSON a client reads.
+    assert eng.sessions()[0]["metadata"] == nested(64)
+    assert eng.locks()[0]["holders"][0]["metadata"] == nested(64)
+    assert eng.status("r")["holders"][0]["metadata"] == nested(64)
+
+
 def test_session_is_a_context_manager_that_closes_it(eng: interlock.Engine, make_engine: Engines) -> None:
     with eng.session("a") as s:
         lease = s.acquire("r")

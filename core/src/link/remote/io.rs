@@ -283,7 +283,13 @@ async fn connection(
                     Ok(ServerMsg::Bye { error }) => why = error.into(),
                     Ok(msg) => receive(shared, &tx, msg),
                     // A message of a later protocol version: not for this client.
-                    Err(_) => {}
+                    Err(e) if crate::wire::of_a_later_version(&e) => {}
+                    // Not JSON this client can read: what it answers is lost with it, so
+                    // the connection is given up rather than a caller left waiting.
+                    Err(e) => {
+                        why = lost(format!("the server sent a message it cannot read: {e}"));
+                        break;
+                    }
                 },
                 Ok(Message::Close(_)) => break,
                 Ok(_) => {}
