@@ -246,7 +246,6 @@ pub async fn acquire(
     let id = session_id(&id)?;
     let mut options: AcquireOptions = serde_json::from_value(body.options.into())
         .map_err(|e| Error::InvalidArgument(format!("acquire options: {e}")))?;
-    let (role, own) = act_as(&app, caller, id, &headers).await?;
     let cap = app.config.max_wait;
     options.timeout = Some(options.timeout.map_or(cap, |t| t.min(cap)));
     let request = AcquireRequest {
@@ -254,6 +253,11 @@ pub async fn acquire(
         resources: body.resources.into(),
         options,
     };
+    // Bad input changes nothing: not even the session's activity, which acting as it
+    // (by its secret) counts. (Only a caller who may act as a session is told so.)
+    caller.require(Role::Client)?;
+    request.validate()?;
+    let (role, own) = act_as(&app, caller, id, &headers).await?;
     authorize(role, &own, &Command::Acquire(request.clone()))?;
     let _polling = match request.options.timeout {
         Some(t) if t.is_zero() => None,

@@ -6,6 +6,7 @@ the query, every answer described, every schema it names present."""
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import requests
@@ -107,6 +108,36 @@ def test_an_encoded_slash_belongs_to_the_resource(server: Server) -> None:
         f"Authorization: {admin['Authorization']}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     ).encode())
     assert status == 400 and b"UTF-8" in body, (status, body)
+
+
+def test_an_acquire_refused_as_bad_input_is_no_activity_of_its_session(server: Server) -> None:
+    """Bad input changes nothing: an acquire the engine refuses does not count as its
+    session's activity, so a stale session stays stale (for a `break_stale` taker)."""
+    url, admin = server.url, server.auth("admin")
+    s = open_session(server, ttl=0.3, on_expire="keep")
+    acquire = f"{url}/v1/sessions/{s['id']}/acquire"
+    r = requests.post(acquire, json={"resources": ["r"]}, headers=as_session(server, s), timeout=10)
+    assert r.status_code == 200, r.text
+
+    def session() -> dict[str, Any]:
+        r = requests.get(f"{url}/v1/sessions/{s['id']}", headers=admin, timeout=10)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    deadline = time.monotonic() + 10
+    while not session()["stale"]:
+        assert time.monotonic() < deadline, "the session never went stale"
+        time.sleep(0.02)
+    before = session()
+    for body in [{"resources": [""]}, {"resources": ["a", "a"]}, {"resources": []},
+                 {"resources": ["q"], "ttl": 0}, {"resources": ["q"], "reason": "x" * 2000}]:
+        r = requests.post(acquire, json=body, headers=as_session(server, s), timeout=10)
+        assert r.status_code == 400 and error(r)["kind"] == "invalid_argument", (body, r.text)
+    assert session() == before
+    r = requests.get(url + "/v1/history", params={"session_id": s["id"]}, headers=admin, timeout=10)
+    kinds = [e["kind"] for e in r.json()]
+    assert "session_stale" in kinds and "session_revived" not in kinds, kinds
 
 
 def test_the_openapi_document_is_whole(server: Server) -> None:

@@ -22,26 +22,12 @@ impl State {
         req: AcquireRequest,
         fx: &mut Effects,
     ) -> Result<Reply> {
+        req.validate()?;
         let AcquireRequest {
             session,
             resources: names,
             options: opts,
         } = req;
-        if names.is_empty() {
-            return Err(Error::invalid("no resource given"));
-        }
-        for r in names.iter() {
-            validate_resource(r)?;
-        }
-        if let Some(r) = first_repeat(&names) {
-            return Err(Error::invalid(format!("resource {r:?} is named twice")));
-        }
-        if let Some(reason) = &opts.reason {
-            validate_reason(reason)?;
-        }
-        if opts.ttl.is_some_and(|t| t.is_zero()) {
-            return Err(Error::invalid("ttl must be more than zero"));
-        }
         let s = self
             .sessions
             .get(&session)
@@ -372,6 +358,29 @@ impl State {
 
 /// A name given twice: compared pairwise for the usual few, through a set for many
 /// (a batch of thousands would otherwise take quadratic time).
+impl AcquireRequest {
+    /// Checks what the request says by itself (not against the engine's state): what an
+    /// acquire refuses as bad input before it looks at, or touches, its session.
+    pub fn validate(&self) -> Result<()> {
+        if self.resources.is_empty() {
+            return Err(Error::invalid("no resource given"));
+        }
+        for r in self.resources.iter() {
+            validate_resource(r)?;
+        }
+        if let Some(r) = first_repeat(&self.resources) {
+            return Err(Error::invalid(format!("resource {r:?} is named twice")));
+        }
+        if let Some(reason) = &self.options.reason {
+            validate_reason(reason)?;
+        }
+        if self.options.ttl.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid("ttl must be more than zero"));
+        }
+        Ok(())
+    }
+}
+
 fn first_repeat(names: &[String]) -> Option<&String> {
     if names.len() <= 8 {
         return (1..names.len()).find_map(|i| names[..i].contains(&names[i]).then(|| &names[i]));
