@@ -265,8 +265,14 @@ pub async fn acquire(
     };
     let names: Vec<&str> = request.resources.iter().map(String::as_str).collect();
     let ticket = app.handle.request(id, &names, &request.options)?;
-    // Dropped with this future when the client hangs up: the wait is withdrawn.
-    let leases = ticket.wait_async().await?;
+    // Dropped with this future when the client hangs up (or the server stops, which
+    // ends the wait as closing an engine does): the wait is withdrawn.
+    let leases = tokio::select! {
+        leases = ticket.wait_async() => leases?,
+        () = app.stopped() => {
+            return Err(Error::EngineClosed.into());
+        }
+    };
     Ok(Json(Leases {
         leases: leases.iter().map(|l| l.grant().clone()).collect(),
     }))

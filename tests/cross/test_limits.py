@@ -416,3 +416,37 @@ def test_a_connection_that_sends_no_whole_request_head_is_closed(serve: Serve) -
     # A whole request in time is answered as ever.
     r = requests.get(server.url + "/v1/health", headers=server.auth("read"), timeout=10)
     assert r.status_code == 200
+
+
+def test_a_long_poll_in_flight_when_the_server_stops_is_answered_503(serve: Serve) -> None:
+    """Stopping ends every wait as closing an engine does: a long poll gets its answer
+    (503, engine_closed) at once, rather than being cut off when the stop's wait for the
+    answers in flight (3 s) is over."""
+    server = serve()
+    holder = open_session(server, name="holder")
+    r = requests.post(f"{server.url}/v1/sessions/{holder['id']}/acquire",
+                      json={"resources": ["dev"]}, headers=as_session(server, holder), timeout=10)
+    assert r.status_code == 200, r.text
+    waiter = open_session(server, name="waiter")
+    answers: list[requests.Response] = []
+
+    def poll() -> None:
+        answers.append(requests.post(
+            f"{server.url}/v1/sessions/{waiter['id']}/acquire", json={"resources": ["dev"], "timeout": 60},
+            headers=as_session(server, waiter), timeout=30))
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    admin = Ws(server, "admin")
+    admin.hello()
+    deadline = time.monotonic() + 5
+    while waiters(admin, "dev") != ["waiter"]:
+        assert time.monotonic() < deadline, waiters(admin, "dev")
+        time.sleep(0.02)
+    admin.close()
+    stopped = time.monotonic()
+    server.stop()
+    t.join(30)
+    assert answers, "the long poll got no answer"
+    assert answers[0].status_code == 503 and error_body(answers[0])["kind"] == "engine_closed", answers[0].text
+    assert time.monotonic() - stopped < 2.5, "the long poll was cut off, not answered"
