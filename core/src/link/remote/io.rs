@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Request};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -82,14 +82,12 @@ fn tls_config(options: &ConnectOptions) -> Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
-/// The link's thread: connects, and reconnects whenever the connection drops, until
-/// `stop`. The first connection's outcome goes to `first`.
-pub(super) fn run(
-    shared: Arc<Shared>,
-    target: Target,
-    first: std::sync::mpsc::Sender<Result<()>>,
-    stop: oneshot::Receiver<()>,
-) {
+/// How long a closed link waits for its connection to end with a close frame.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+
+/// The link's thread: connects, and reconnects whenever the connection drops, until the
+/// link closes. The first connection's outcome goes to `first`.
+pub(super) fn run(shared: Arc<Shared>, target: Target, first: std::sync::mpsc::Sender<Result<()>>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,10 +99,18 @@ pub(super) fn run(
         }
     };
     runtime.block_on(async move {
+        let mut closing = shared.closing.subscribe();
+        let connections = connections(&shared, &target, first);
+        tokio::pin!(connections);
         tokio::select! {
-            _ = stop => {}
+            _ = closing.wait_for(|closed| *closed) => {
+                // Closed: the connection ends by itself, with a close frame, so that the
+                // server sees a client that left rather than a broken connection (a
+                // stuck one is not waited for long).
+                let _ = tokio::time::timeout(CLOSE_WAIT, &mut connections).await;
+            }
             _ = clock(&shared) => {}
-            _ = connections(&shared, &target, first) => {}
+            _ = &mut connections => {}
         }
     });
 }
@@ -117,17 +123,19 @@ async fn connections(
 ) {
     let mut first = Some(first);
     let mut backoff = Duration::from_millis(50);
+    // A link closed while it is not connected has no connection to end: it stops at once.
+    let mut closing = shared.closing.subscribe();
     loop {
         // Each attempt, not only the first: a server that takes the connection and then
         // says nothing (a hung process, a route that drops everything) is tried again.
-        let attempt = tokio::time::timeout(shared.options.connect_timeout, connect(target))
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::ConnectionLost(format!(
-                    "{}: no answer in time",
-                    target.url
-                )))
-            });
+        let attempt = tokio::select! {
+            attempt = tokio::time::timeout(shared.options.connect_timeout, connect(target)) => {
+                attempt.unwrap_or_else(|_| {
+                    Err(Error::ConnectionLost(format!("{}: no answer in time", target.url)))
+                })
+            }
+            _ = closing.wait_for(|closed| *closed) => return,
+        };
         let ended = match attempt {
             Ok(ws) => {
                 backoff = Duration::from_millis(50);
@@ -148,7 +156,10 @@ async fn connections(
                 return;
             }
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = closing.wait_for(|closed| *closed) => return,
+        }
         backoff = (backoff * 2).min(shared.options.max_backoff);
     }
 }
@@ -232,10 +243,15 @@ async fn connection(
     let idle = shared.options.idle_timeout;
     let ping_every = idle / 3;
     let ping = tokio::sync::Notify::new();
+    let mut closing = shared.closing.subscribe();
     let writer = async {
+        // Made once, polled by each turn: it comes when the link closes.
+        let closed = closing.wait_for(|closed| *closed);
+        tokio::pin!(closed);
         loop {
             let msg = tokio::select! {
                 msg = rx.recv() => msg,
+                _ = &mut closed => None,
                 () = ping.notified() => {
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
                         break;

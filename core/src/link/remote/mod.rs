@@ -228,12 +228,14 @@ pub(crate) struct Shared {
     durable: std::sync::atomic::AtomicBool,
     jobs: Jobs,
     options: ConnectOptions,
+    /// Turns true when the link closes: its thread ends the connection (with a close
+    /// frame) and stops.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 pub(crate) struct RemoteLink {
     shared: Arc<Shared>,
     birth: Birth,
-    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
 
@@ -275,18 +277,17 @@ impl RemoteLink {
             durable: Default::default(),
             jobs,
             options,
+            closing: tokio::sync::watch::Sender::new(false),
         });
         let (first_tx, first_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let runner = shared.clone();
         let thread = std::thread::Builder::new()
             .name("interlock-remote".into())
-            .spawn(move || io::run(runner, target, first_tx, stop_rx))
+            .spawn(move || io::run(runner, target, first_tx))
             .map_err(spawn_err)?;
         let link = RemoteLink {
             shared,
             birth: Birth::now(),
-            stop: Mutex::new(Some(stop_tx)),
             threads: Mutex::new(Some((thread, dispatcher))),
         };
         // The first connection's fate: connected and resumed, or why not.
@@ -855,9 +856,7 @@ impl Link for RemoteLink {
             let _ = rx.recv_timeout(Some(Duration::from_secs(2)));
         }
         self.lock().fail_in_flight(&Error::EngineClosed);
-        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = stop.send(());
-        }
+        self.shared.closing.send_replace(true);
         let threads = self
             .threads
             .lock()
