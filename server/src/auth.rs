@@ -218,10 +218,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The token a request carries in `Authorization: Bearer <token>` (never in the URL).
+/// The token a request carries in `Authorization: Bearer <token>` (never in the URL; the
+/// scheme's name in any case, as HTTP has it).
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
-    value.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    let (scheme, token) = value.to_str().ok()?.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The dashboard's cookie, if the request carries it.

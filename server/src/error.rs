@@ -77,7 +77,8 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 WireError {
                     kind: ErrorKind::PermissionDenied,
-                    message: "a bearer token is needed: send \"Authorization: Bearer <token>\""
+                    message: "a token this server knows is needed: send \"Authorization: \
+                              Bearer <token>\""
                         .into(),
                     detail: None,
                     reason: None,

@@ -236,6 +236,20 @@ def check_websocket_upgrade(server: Server) -> list[tuple[str, str, set[str]]]:
     return seen
 
 
+def test_the_bearer_scheme_is_named_in_any_case_and_a_bad_token_is_refused_alike(server: Server) -> None:
+    token = server.tokens["read"]
+    for scheme in ["Bearer", "bearer", "BEARER"]:
+        r = requests.get(server.url + "/v1/health", headers={"Authorization": f"{scheme} {token}"}, timeout=10)
+        assert r.status_code == 200, (scheme, r.text)
+    # No token, an unknown one, another scheme: one answer, which says nothing of which.
+    answers = set()
+    for headers in [{}, {"Authorization": "Bearer not-a-token"}, {"Authorization": f"Basic {token}"}]:
+        r = requests.get(server.url + "/v1/health", headers=headers, timeout=10)
+        assert r.status_code == 401, (headers, r.text)
+        answers.add(r.text)
+    assert len(answers) == 1 and "knows" in answers.pop()
+
+
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.acts], ids=lambda r: r.name)
 def test_acting_as_a_session_needs_its_own_secret(server: Server, route: Route) -> None:
     rec = Recorder(server)
