@@ -78,6 +78,7 @@ pub struct AcquireOptions {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub ttl: Option<Duration>,
     /// 0 is most important, 255 least.
+    #[cfg_attr(feature = "openapi", schema(maximum = 255))]
     pub priority: u8,
     /// Revoke conflicting holders of strictly lower priority.
     pub preempt: bool,
@@ -265,6 +266,7 @@ pub struct Grant {
     #[serde(with = "secs")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub ttl: Option<Duration>,
+    #[cfg_attr(feature = "openapi", schema(maximum = 255))]
     pub priority: u8,
 }
 

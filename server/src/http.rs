@@ -284,7 +284,15 @@ pub struct TokenBody {
     resource: String,
     #[schema(value_type = String, format = "uuid")]
     token: Token,
-    /// For renew: seconds from now (the lease's own TTL if absent).
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    resource: String,
+    #[schema(value_type = String, format = "uuid")]
+    token: Token,
+    /// Seconds from now (the lease's own TTL if absent).
     #[serde(default)]
     ttl: Option<f64>,
 }
@@ -312,12 +320,12 @@ pub async fn release(
 }
 
 /// Extends a lease by its token.
-#[utoipa::path(post, path = "/v1/renew", request_body = TokenBody,
+#[utoipa::path(post, path = "/v1/renew", request_body = RenewBody,
     responses((status = 200, body = Expiry), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn renew(
     State(app): State<App>,
     caller: Caller,
-    Body(b): Body<TokenBody>,
+    Body(b): Body<RenewBody>,
 ) -> Answer<Expiry> {
     let role = caller.require(Role::Client)?;
     let ttl = b

@@ -52,6 +52,9 @@ def test_every_refusal_is_the_one_error_body(server: Server) -> None:
         (requests.post(url + "/v1/sessions", data="{not json", headers=admin, timeout=10), 400, "invalid_argument"),
         (requests.post(url + "/v1/sessions", json={"name": ""}, headers=admin, timeout=10), 400, "invalid_argument"),
         (requests.post(url + "/v1/release", json={"resource": "r", "token": "x"}, headers=admin, timeout=10), 400, "invalid_argument"),
+        # A release takes no ttl (a renew does).
+        (requests.post(url + "/v1/release", json={"resource": "r", "token": "6f1e8f1c-2b1a-4c3d-9e8f-0a1b2c3d4e5f", "ttl": -1},
+                       headers=admin, timeout=10), 400, "invalid_argument"),
         (
             requests.post(
                 f"{url}/v1/sessions/{s['id']}/acquire",
