@@ -80,6 +80,33 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Every limit lets something through: a server that would refuse everything is
+    /// refused at its start instead.
+    pub fn validate(&self) -> Result<()> {
+        let counts = [
+            ("body", self.body),
+            ("message", self.message),
+            ("connections", self.connections),
+            ("sessions per connection", self.sessions_per_connection),
+            ("waits per connection", self.waits_per_connection),
+            ("event queue", self.event_queue),
+            ("lag strikes", self.lag_strikes),
+        ];
+        if let Some((what, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(Error::InvalidArgument(format!(
+                "the limit of {what} must be at least 1"
+            )));
+        }
+        if self.header_timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "the header timeout must be more than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A certificate chain and its private key, PEM files, for HTTPS and WSS.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -328,6 +355,7 @@ pub struct Server {
 impl Server {
     /// Binds and starts serving `handle` on threads of its own.
     pub fn start(handle: Handle, config: ServerConfig) -> Result<Server> {
+        config.limits.validate()?;
         let addr = resolve(&config.bind)?;
         if config.tokens.is_empty() && !addr.ip().is_loopback() {
             return Err(Error::InvalidArgument(format!(

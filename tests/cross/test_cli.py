@@ -83,3 +83,12 @@ def test_ctrl_c_stops_serve_cleanly() -> None:
     assert proc.wait(10) == 0
     err = proc.stderr.read()
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_serve_refuses_a_limit_that_would_refuse_everything() -> None:
+    for flag in ("--max-body", "--max-message", "--max-connections",
+                 "--max-sessions-per-connection", "--max-waits-per-connection"):
+        r = subprocess.run([interlock_bin(), "serve", "--bind", "127.0.0.1:0", flag, "0"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0 and "interlock serving at" not in r.stdout, (flag, r)
+        assert "must be at least 1" in r.stderr, (flag, r.stderr)
