@@ -2,7 +2,7 @@
 //! for tests.
 
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A monotonic clock and the unix time at which it read zero.
@@ -72,12 +72,14 @@ impl Clock for ManualClock {
 
 /// A clock that reads `back` more than `inner`: its zero lies that much earlier, so that
 /// times restored from before the engine started are still positive durations.
+#[cfg(feature = "journal")]
 #[derive(Debug)]
 pub(crate) struct Since {
-    pub(crate) inner: Arc<dyn Clock>,
+    pub(crate) inner: std::sync::Arc<dyn Clock>,
     pub(crate) back: Duration,
 }
 
+#[cfg(feature = "journal")]
 impl Clock for Since {
     fn now(&self) -> Duration {
         self.inner.now() + self.back

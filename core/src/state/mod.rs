@@ -33,7 +33,9 @@ use crate::ring::Ring;
 use crate::table::{HashMap, Table};
 use crate::types::{validate_resource, OnExpire, Secret, SecretHash, SessionId, Token};
 
-pub use journal::{Change, LeaseRow, SessionRow, Snapshot};
+pub use journal::{Change, Snapshot};
+#[cfg(feature = "journal")]
+pub use journal::{LeaseRow, SessionRow};
 use records::{Due, Ended, ResourceRec, SessionRec, Touch, WaitRec};
 
 /// Engine-wide settings.
