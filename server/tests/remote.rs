@@ -147,22 +147,33 @@ fn closing_a_remote_engine_fails_its_waits_rather_than_granting_them() {
     assert!(engine.sessions().unwrap().is_empty());
 }
 
-#[test]
-fn without_keepalive_only_sessions_opened_without_a_ttl_are_heartbeated() {
-    let (engine, server) = serve();
-    let ttl = Duration::from_millis(300);
+/// A remote engine that leaves heartbeating to its program, and a session of `name`
+/// opened with a TTL of its own (which the link then does not heartbeat).
+fn without_keepalive(
+    server: &interlock_server::Server,
+    ttl: Duration,
+    name: &str,
+) -> (Handle, interlock::Session) {
     let options = ConnectOptions {
         keepalive: false,
         session_ttl: ttl,
         ..ConnectOptions::default()
     };
     let remote = Handle::connect(server.url(), options).unwrap();
-    let own = remote
+    let session = remote
         .open_session(SessionSpec {
             ttl: Some(ttl),
-            ..SessionSpec::named("lives-by-its-calls")
+            ..SessionSpec::named(name)
         })
         .unwrap();
+    (remote, session)
+}
+
+#[test]
+fn without_keepalive_only_sessions_opened_without_a_ttl_are_heartbeated() {
+    let (engine, server) = serve();
+    let ttl = Duration::from_millis(300);
+    let (remote, own) = without_keepalive(&server, ttl, "lives-by-its-calls");
     let kept = remote
         .open_session(SessionSpec::named("asked-for-no-ttl"))
         .unwrap();
@@ -241,18 +252,7 @@ fn without_keepalive_a_renew_keeps_the_session_alive_on_both_sides() {
     // or it gives up a lease the server still holds.
     let (engine, server) = serve();
     let ttl = Duration::from_millis(300);
-    let options = ConnectOptions {
-        keepalive: false,
-        session_ttl: ttl,
-        ..ConnectOptions::default()
-    };
-    let remote = Handle::connect(server.url(), options).unwrap();
-    let s = remote
-        .open_session(SessionSpec {
-            ttl: Some(ttl),
-            ..SessionSpec::named("renews")
-        })
-        .unwrap();
+    let (_remote, s) = without_keepalive(&server, ttl, "renews");
     let lease = s
         .acquire(
             "psu",
