@@ -2,7 +2,8 @@
 //! bytes, where a `HashMap<Arc<str>, Box<T>>` takes 24 for the key beside it: a million
 //! resources then cost 16 MB of table instead of 48.
 
-use std::hash::BuildHasher;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -79,5 +80,70 @@ impl<T: Named> Table<T> {
 
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.slots.iter_mut().map(|t| &mut **t)
+    }
+}
+
+/// A map of what ended lately (sessions, lost leases): it keeps its `cap` latest
+/// insertions, so that a late caller can still be told how a thing ended.
+#[derive(Debug)]
+pub(crate) struct Recent<K, V> {
+    map: HashMap<K, V>,
+    /// Keys, oldest first (a key inserted twice is here twice).
+    order: VecDeque<K>,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Recent<K, V> {
+    pub(crate) fn new(cap: usize) -> Self {
+        Recent {
+            map: HashMap::default(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Inserts `key`, and forgets the oldest insertions beyond `cap`.
+    pub(crate) fn insert(&mut self, key: K, value: V) {
+        self.map.insert(key.clone(), value);
+        self.order.push_back(key);
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        self.map.remove(key)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter()
+    }
+
+    /// The keys in the order they were inserted.
+    pub(crate) fn order(&self) -> &VecDeque<K> {
+        &self.order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recent;
+
+    #[test]
+    fn a_recent_map_forgets_its_oldest_insertions_beyond_its_cap() {
+        let mut recent = Recent::new(2);
+        recent.insert(1, "a");
+        recent.insert(2, "b");
+        recent.insert(3, "c");
+        assert_eq!(recent.get(&1), None);
+        assert_eq!((recent.get(&2), recent.get(&3)), (Some(&"b"), Some(&"c")));
+        assert_eq!(recent.remove(&2), Some("b"));
+        assert_eq!(recent.order().iter().copied().collect::<Vec<_>>(), [2, 3]);
     }
 }

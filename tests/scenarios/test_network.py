@@ -185,6 +185,34 @@ def test_a_lease_ttl_runs_out_on_the_holders_clock_during_a_cut(lab: Lab) -> Non
         eng.close()
 
 
+def test_a_token_the_link_gave_up_during_a_cut_is_lost_not_invalid(lab: Lab) -> None:
+    """The engine's release and renew by token of a lease the link gave up during a cut
+    raise LockLost, as an embedded engine's do for a lease it lost, even once the link has
+    released it on the server (which then knows the token only as released). The session
+    keeps its leases while stale (`on_expire="keep"`), so the server has not ended them."""
+    server = lab.server()
+    proxy = lab.proxy(server)
+    eng = interlock.connect(proxy.url, session_ttl=1.0)
+    try:
+        holder = eng.session("holder", on_expire="keep")
+        lease = holder.acquire("psu")
+        proxy.swallow()
+        wait_until(lambda: not lease.valid, timeout=5, what="the link to give the lease up")
+        assert lease.lost_reason == "connection_lost"
+        proxy.resume()
+        wait_until(lambda: holder_ids(server, "psu") == [], what="the release to be sent")
+        assert history(server, "psu")[-1]["kind"] == "released"
+        for give_back in (eng.release, eng.renew):
+            with pytest.raises(interlock.LockLost) as lost:
+                give_back("psu", lease.token)
+            assert "connection_lost" in str(lost.value), lost.value
+        with pytest.raises(interlock.LockLost):
+            lease.release()
+    finally:
+        proxy.resume()
+        eng.close()
+
+
 def test_a_release_waiting_for_a_durable_server_lets_other_threads_run(
         lab: Lab, tmp_path) -> None:
     """A release to a server with a journal waits for its answer without the GIL (the

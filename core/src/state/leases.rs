@@ -77,12 +77,6 @@ impl State {
     /// ring keeps events.
     fn remember_lost(&mut self, hash: SecretHash, reason: LostReason) {
         self.lost.insert(hash, reason);
-        self.lost_order.push_back(hash);
-        while self.lost_order.len() > self.cfg.global_history {
-            if let Some(old) = self.lost_order.pop_front() {
-                self.lost.remove(&old);
-            }
-        }
     }
 
     /// Forgets an idle resource that has no history to keep.

@@ -19,7 +19,7 @@ mod sessions;
 mod status;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use crate::error::{Error, LostReason, Result};
 use crate::event::Event;
 use crate::protocol::{Command, Grants, Reply, WaitId};
 use crate::ring::Ring;
-use crate::table::{HashMap, Table};
+use crate::table::{HashMap, Recent, Table};
 use crate::types::{validate_resource, OnExpire, Secret, SecretHash, SessionId, Token};
 
 pub use journal::{Change, Snapshot};
@@ -89,8 +89,7 @@ pub struct State {
     rng: StdRng,
     sessions: HashMap<SessionId, SessionRec>,
     /// Ended sessions, so a late call can say `SessionExpired` rather than `NotFound`.
-    ended: HashMap<SessionId, Ended>,
-    ended_order: VecDeque<SessionId>,
+    ended: Recent<SessionId, Ended>,
     resources: Table<ResourceRec>,
     waits: HashMap<WaitId, WaitRec>,
     deadlines: BinaryHeap<Reverse<(Duration, Due)>>,
@@ -101,9 +100,8 @@ pub struct State {
     next_arrival: u64,
     next_opened: u64,
     global: Ring,
-    /// Why recent leases were lost, by their token's hash, oldest first in `lost_order`.
-    lost: HashMap<SecretHash, LostReason>,
-    lost_order: VecDeque<SecretHash>,
+    /// Why recent leases were lost, by their token's hash.
+    lost: Recent<SecretHash, LostReason>,
     /// History of ended sessions, kept while the global ring has their events.
     ended_history: HashMap<SessionId, Ring>,
     /// Resources whose queue may have become grantable during this command.
@@ -117,13 +115,13 @@ impl State {
     /// `seed` seeds the generator of ids, secrets and tokens (give it fresh randomness,
     /// or a fixed value to replay a run).
     pub fn new(cfg: Config, unix_base: f64, seed: [u8; 32]) -> Self {
+        let keep = cfg.global_history;
         State {
             cfg,
             unix_base,
             rng: StdRng::from_seed(seed),
             sessions: HashMap::default(),
-            ended: HashMap::default(),
-            ended_order: VecDeque::new(),
+            ended: Recent::new(keep),
             resources: Table::default(),
             waits: HashMap::default(),
             deadlines: BinaryHeap::new(),
@@ -134,8 +132,7 @@ impl State {
             next_arrival: 0,
             next_opened: 0,
             global: Ring::default(),
-            lost: HashMap::default(),
-            lost_order: VecDeque::new(),
+            lost: Recent::new(keep),
             ended_history: HashMap::default(),
             dirty: Vec::new(),
             touches: None,
@@ -341,9 +338,13 @@ impl State {
         let _ = write!(out, "deadlines {deadlines:?};");
         let mut ended: Vec<_> = self.ended.iter().collect();
         ended.sort();
-        let mut lost: Vec<_> = self.lost_order.iter().map(|h| h.to_hex()).collect();
+        let mut lost: Vec<_> = self.lost.order().iter().map(|h| h.to_hex()).collect();
         lost.sort();
-        let _ = write!(out, "ended {ended:?} {:?} lost {lost:?}", self.ended_order);
+        let _ = write!(
+            out,
+            "ended {ended:?} {:?} lost {lost:?}",
+            self.ended.order()
+        );
         Sha256::digest(out.as_bytes()).into()
     }
 }

@@ -240,11 +240,5 @@ impl State {
     /// events), so that a late call says `SessionExpired` rather than `NotFound`.
     pub(super) fn note_ended(&mut self, id: SessionId, why: Ended) {
         self.ended.insert(id, why);
-        self.ended_order.push_back(id);
-        if self.ended_order.len() > self.cfg.global_history {
-            if let Some(old) = self.ended_order.pop_front() {
-                self.ended.remove(&old);
-            }
-        }
     }
 }

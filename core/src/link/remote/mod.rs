@@ -30,6 +30,7 @@ use crate::fork::Birth;
 use crate::protocol::{AcquireRequest, Command, Grants, LostCallback, LostNotice, Reply};
 use crate::reply;
 use crate::subscription::{filter_of, EventCallback, SubQueue};
+use crate::table::Recent;
 use crate::types::{LeaseState, Secret, SessionId, Token};
 use crate::wire::ClientMsg;
 
@@ -80,8 +81,9 @@ impl Default for ConnectOptions {
     }
 }
 
-/// How many lease ends of unknown fences are kept (a notice that overtook its grant).
-const EARLY_ENDS: usize = 4096;
+/// How many lease ends of unknown fences are kept (a notice that overtook its grant), and
+/// how many tokens of leases given up here.
+const RECENT_ENDS: usize = 4096;
 
 /// A session this link opened or resumed.
 struct RemoteSession {
@@ -203,8 +205,12 @@ struct LinkState {
     sessions: HashMap<SessionId, RemoteSession>,
     leases: HashMap<u64, Watched>,
     cells: Cells,
-    early_ends: HashMap<u64, LeaseState>,
-    early_order: VecDeque<u64>,
+    /// Ends of leases whose grant has not come yet, by fence.
+    early_ends: Recent<u64, LeaseState>,
+    /// Leases this link gave up itself (their session lapsed by its clock): the server
+    /// knows them only as released, so a release or renew by their token is answered
+    /// here, `LockLost`, as the engine answers for a lease lost there.
+    given_up: Recent<Token, (Arc<str>, LostReason)>,
     /// The server takes a release's fence and then sends no notice of it (its welcome
     /// says so).
     quiet: bool,
@@ -267,8 +273,8 @@ impl RemoteLink {
                 sessions: HashMap::new(),
                 leases: HashMap::new(),
                 cells: Cells::default(),
-                early_ends: HashMap::new(),
-                early_order: VecDeque::new(),
+                early_ends: Recent::new(RECENT_ENDS),
+                given_up: Recent::new(RECENT_ENDS),
                 quiet: false,
                 releasing: VecDeque::new(),
                 to_release: HashMap::default(),
@@ -314,6 +320,7 @@ impl RemoteLink {
     }
 
     fn call(&self, cmd: Command) -> Result<reply::Receiver<Result<Reply>>> {
+        self.lock().given_up_by(&cmd)?;
         if let Command::CloseSession { session } = &cmd {
             if let Some(s) = self.lock().sessions.get_mut(session) {
                 s.beat = false;
@@ -479,12 +486,6 @@ impl LinkState {
     fn end_lease(&mut self, jobs: &Jobs, fence: u64, end: LeaseState) {
         let Some(w) = self.leases.remove(&fence) else {
             self.early_ends.insert(fence, end);
-            self.early_order.push_back(fence);
-            while self.early_order.len() > EARLY_ENDS {
-                if let Some(old) = self.early_order.pop_front() {
-                    self.early_ends.remove(&old);
-                }
-            }
             return;
         };
         tell_end(jobs, &w, fence, end);
@@ -502,8 +503,9 @@ impl LinkState {
     /// Ends the leases of a session that ended, or that lapsed here.
     fn lose_session(&mut self, jobs: &Jobs, session: SessionId, reason: LostReason) {
         for fence in self.leases_of(session) {
-            if reason == LostReason::ConnectionLost {
-                if let Some(w) = self.leases.get(&fence) {
+            if let Some(w) = self.leases.get(&fence) {
+                self.given_up.insert(w.token, (w.resource.clone(), reason));
+                if reason == LostReason::ConnectionLost {
                     let lease = Unwatched {
                         resource: w.resource.clone(),
                         token: w.token,
@@ -513,6 +515,20 @@ impl LinkState {
                 }
             }
             self.end_lease(jobs, fence, LeaseState::Lost(reason));
+        }
+    }
+
+    /// `LockLost`, if `cmd` hands back the token of a lease given up here.
+    fn given_up_by(&self, cmd: &Command) -> Result<()> {
+        let (Command::Release { token, .. } | Command::Renew { token, .. }) = cmd else {
+            return Ok(());
+        };
+        match self.given_up.get(token) {
+            Some((resource, reason)) => Err(Error::LockLost {
+                resource: resource.to_string(),
+                reason: *reason,
+            }),
+            None => Ok(()),
         }
     }
 
