@@ -106,6 +106,13 @@ impl Handle {
         self.link.durable()
     }
 
+    /// The id of the engine whose history this is: events of one id have one series of
+    /// seqs. An engine restored from its journal keeps the id; any other engine has a
+    /// new one. For a remote engine, the server's (`None` if it does not say).
+    pub fn engine_id(&self) -> Option<u64> {
+        self.link.engine_id()
+    }
+
     /// Closes the engine: pending waits fail with `EngineClosed`, subscriptions end, the
     /// actor thread is joined. Later calls fail with `EngineClosed`. Closing twice is
     /// harmless. (For a remote engine: closes the connection.)

@@ -92,6 +92,10 @@ pub enum ServerMsg {
         /// that release): a client sends one only when this says so.
         #[serde(default)]
         quiet_releases: bool,
+        /// The id of the engine's history (`Handle::engine_id`): a client that meets
+        /// another id after a reconnect knows that its seqs count another history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        engine_id: Option<u64>,
     },
     Reply {
         id: u64,

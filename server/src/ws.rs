@@ -208,6 +208,7 @@ impl Conn {
                     server: format!("interlock {}", env!("CARGO_PKG_VERSION")),
                     durable: self.app.handle.is_durable(),
                     quiet_releases: true,
+                    engine_id: self.app.handle.engine_id(),
                 });
                 Ok(())
             }

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use interlock::{AcquireOptions, ConnectOptions, ErrorKind, Handle, LeaseState, SessionSpec};
+use interlock::{
+    AcquireOptions, ConnectOptions, ErrorKind, EventKind, Handle, LeaseState, SessionSpec,
+};
 
 mod common;
 use common::serve;
@@ -291,4 +293,40 @@ fn a_wait_after_cancel_is_cancelled_at_once_remotely() {
         assert_eq!(ticket.position().unwrap(), None);
     }
     assert!(remote.status("scope").unwrap().waiters.is_empty());
+}
+
+#[test]
+fn a_server_restarted_without_its_journal_is_another_history_to_a_subscription() {
+    // Seqs count one engine's history: after a reconnect to another engine on the same
+    // address, a subscription says that it lost track (a `lagged` marker), then goes on
+    // with the new engine's events from its first, rather than with seqs that start
+    // again unannounced.
+    let (engine, mut server) = serve();
+    let remote = Handle::connect(server.url(), ConnectOptions::default()).unwrap();
+    assert_eq!(remote.engine_id(), engine.engine_id());
+    let sub = remote.subscribe(None, None).unwrap();
+    let before = engine.open_session(SessionSpec::named("before")).unwrap();
+    before.acquire("r", &AcquireOptions::default()).unwrap();
+    let next = || sub.recv_timeout(Duration::from_secs(10)).unwrap();
+    let old: Vec<_> = (0..2).map(|_| next().seq).collect();
+    assert_eq!(old, [1, 2]);
+    let addr = server.addr();
+    server.close();
+    engine.close();
+
+    let again = Handle::new(interlock::Config::default()).unwrap();
+    assert_ne!(again.engine_id(), engine.engine_id());
+    let config = interlock_server::ServerConfig {
+        bind: addr.to_string(),
+        ..interlock_server::ServerConfig::default()
+    };
+    let _server = interlock_server::Server::start(again.clone(), config).unwrap();
+    again.open_session(SessionSpec::named("after")).unwrap();
+    let marker = next();
+    // Without a count: how many of the old engine's events it missed is not known.
+    assert_eq!((marker.kind, marker.position()), (EventKind::Lagged, None));
+    let first = next();
+    assert_eq!((first.kind, first.seq), (EventKind::SessionOpened, 1));
+    assert_eq!(first.session_name(), Some("after"));
+    assert_eq!(remote.engine_id(), again.engine_id());
 }

@@ -99,6 +99,7 @@ fn fake_server(listener: TcpListener, sinces: mpsc::Sender<Option<u64>>) {
                             server: "fake".into(),
                             durable: false,
                             quiet_releases: false,
+                            engine_id: None,
                         };
                         sink.send(text_of(&welcome)).await.unwrap();
                     }

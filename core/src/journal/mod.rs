@@ -48,11 +48,21 @@ impl JournalConfig {
     }
 }
 
-/// What an engine starts with: its state, the clock it counts time on, its journal.
+/// What an engine starts with: its state, the clock it counts time on, its journal, and
+/// the id of its history.
 pub(crate) struct Start {
     pub(crate) state: State,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) journal: Option<Box<dyn Journal>>,
+    pub(crate) engine_id: u64,
+}
+
+/// A new engine's id: 53 random bits, a JSON number that every client reads exactly.
+pub(crate) fn new_engine_id() -> Result<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| crate::Error::Internal(format!("no randomness for an engine id: {e}")))?;
+    Ok(u64::from_le_bytes(bytes) >> 11)
 }
 
 /// The state an engine starts with, the clock it counts time on, and its journal: with
@@ -65,6 +75,7 @@ pub(crate) fn open(config: Config, clock: Arc<dyn Clock>, seed: [u8; 32]) -> Res
             state,
             clock,
             journal: None,
+            engine_id: new_engine_id()?,
         });
     };
     #[cfg(feature = "journal")]
@@ -90,6 +101,7 @@ pub(crate) fn open(config: Config, clock: Arc<dyn Clock>, seed: [u8; 32]) -> Res
         Ok(Start {
             state,
             clock,
+            engine_id: journal.engine_id(),
             journal: Some(Box::new(journal)),
         })
     }
@@ -121,4 +133,7 @@ pub trait Journal: Send {
 
     /// Writes one batch durably, all of it or nothing.
     fn append(&mut self, batch: &Batch<'_>) -> Result<()>;
+    /// The id of the engine whose history the store keeps, made with the store: every
+    /// engine restored from it counts seqs on from the last one, under this id.
+    fn engine_id(&self) -> u64;
 }

@@ -78,6 +78,7 @@ pub struct SqliteJournal {
     untrimmed: u64,
     /// Rows in `history_recent` (at most: a trim may have deleted some).
     recent: u64,
+    engine_id: u64,
 }
 
 fn sql(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
@@ -130,6 +131,7 @@ impl SqliteJournal {
         db.execute_batch("PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=1000;")
             .map_err(|e| bad(format!("cannot set it up: {e}")))?;
         migrate(&db, version).map_err(bad)?;
+        let engine_id = engine_id_of(&db).map_err(bad)?;
         let mut journal = SqliteJournal {
             db,
             _lock: lock,
@@ -139,6 +141,7 @@ impl SqliteJournal {
             },
             untrimmed: 0,
             recent: 0,
+            engine_id,
         };
         journal.recent = journal
             .db
@@ -310,6 +313,25 @@ fn migrate(db: &Connection, version: i64) -> std::result::Result<(), String> {
     .map_err(|e| format!("cannot bring its tables from schema {version} to {SCHEMA}: {e}"))
 }
 
+/// The engine id the file keeps, made now for a new file (or one written before engines
+/// had ids).
+fn engine_id_of(db: &Connection) -> std::result::Result<u64, String> {
+    let kept: Option<i64> = db
+        .query_row("SELECT value FROM meta WHERE key = 'engine_id'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(|e| format!("cannot read its engine id: {e}"))?;
+    if let Some(id) = kept {
+        return u64::try_from(id)
+            .map_err(|_| format!("its engine id {id} is not one interlock wrote"));
+    }
+    let id = super::new_engine_id().map_err(|e| e.to_string())?;
+    db.execute("INSERT INTO meta VALUES ('engine_id', ?1)", [id as i64])
+        .map_err(|e| format!("cannot write its engine id: {e}"))?;
+    Ok(id)
+}
+
 /// A text column that does not read as what it should hold.
 fn unreadable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
@@ -423,6 +445,10 @@ impl Journal for SqliteJournal {
             next_seq,
             history,
         })
+    }
+
+    fn engine_id(&self) -> u64 {
+        self.engine_id
     }
 
     fn append(&mut self, batch: &Batch<'_>) -> Result<()> {
@@ -642,10 +668,25 @@ mod tests {
         assert_eq!(ask("PRAGMA page_size"), 4096);
         assert_eq!(ask("SELECT seq FROM history WHERE resource = 'psu'"), 7);
         assert_eq!(ask("SELECT COUNT(*) FROM history_indexed"), 1);
+        // A file from before engine ids gets one.
+        let id = ask("SELECT value FROM meta WHERE key = 'engine_id'");
+        assert_eq!(id as u64, journal.engine_id());
         assert_eq!(
             ask("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'history_indexed'"),
             3
         );
+    }
+
+    #[test]
+    fn a_journal_keeps_the_engine_id_it_was_made_with() {
+        let dir = temp("engine-id");
+        let id = |name: &str| {
+            let journal = SqliteJournal::open(&JournalConfig::at(dir.join(name))).unwrap();
+            journal.engine_id()
+        };
+        let made = id("locks.db");
+        assert_eq!(id("locks.db"), made);
+        assert_ne!(id("other.db"), made);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub(crate) trait Link: Send + Sync {
     /// engine says it is (written).
     fn durable(&self) -> bool;
 
+    /// The id of the engine's history (see [`crate::Handle::engine_id`]); `None` from a
+    /// server that does not say it.
+    fn engine_id(&self) -> Option<u64>;
+
     /// Sends `cmd`; its reply comes to the receiver.
     fn request(&self, cmd: Command) -> Result<reply::Receiver<Result<Reply>>>;
 

@@ -30,6 +30,7 @@ const SPIN: Duration = Duration::from_micros(50);
 pub(crate) struct LocalLink {
     /// The engine has a journal: a release is done once written.
     durable: bool,
+    engine_id: u64,
     /// Dropped only in the process that made the link: after a fork the channel may have
     /// been locked by a thread the child does not have.
     tx: ManuallyDrop<Sender<Msg>>,
@@ -55,6 +56,7 @@ impl LocalLink {
             state,
             clock,
             journal,
+            engine_id,
         } = crate::journal::open(config, clock, seed)?;
         let durable = journal.is_some();
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -67,6 +69,7 @@ impl LocalLink {
             .map_err(spawn_err)?;
         Ok(LocalLink {
             durable,
+            engine_id,
             tx: ManuallyDrop::new(tx),
             next_key: AtomicU64::new(1),
             subscriber_buffer,
@@ -96,6 +99,10 @@ impl LocalLink {
 impl Link for LocalLink {
     fn durable(&self) -> bool {
         self.durable
+    }
+
+    fn engine_id(&self) -> Option<u64> {
+        Some(self.engine_id)
     }
 
     fn request(&self, cmd: Command) -> Result<reply::Receiver<Result<Reply>>> {

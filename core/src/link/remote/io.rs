@@ -223,12 +223,15 @@ async fn connection(
             Ok(ServerMsg::Welcome {
                 durable,
                 quiet_releases,
+                engine_id,
                 ..
             }) => {
                 shared
                     .durable
                     .store(durable, std::sync::atomic::Ordering::Relaxed);
-                shared.lock().quiet = quiet_releases;
+                let mut st = shared.lock();
+                st.quiet = quiet_releases;
+                st.welcomed(&shared.jobs, engine_id);
             }
             Ok(ServerMsg::Bye { error }) => return error.into(),
             _ => {

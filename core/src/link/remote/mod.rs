@@ -214,6 +214,8 @@ struct LinkState {
     /// The server takes a release's fence and then sends no notice of it (its welcome
     /// says so).
     quiet: bool,
+    /// The id of the server's engine, as its last welcome gave it.
+    engine_id: Option<u64>,
     /// Releases posted with their fence, not yet known to be applied: (the id of the
     /// first message sent after it, the fence). The server handles a connection's
     /// messages in order, so an answer to that message or a later one means it was; until
@@ -276,6 +278,7 @@ impl RemoteLink {
                 early_ends: Recent::new(RECENT_ENDS),
                 given_up: Recent::new(RECENT_ENDS),
                 quiet: false,
+                engine_id: None,
                 releasing: VecDeque::new(),
                 to_release: HashMap::default(),
                 down: "not connected yet".into(),
@@ -393,6 +396,24 @@ impl Shared {
 }
 
 impl LinkState {
+    /// A server's welcome gave `engine_id`. Another id than the last connection's (a
+    /// server restarted without its journal, say) is another history: what the
+    /// subscriptions had not yet got of the old one is gone, and the new one counts its
+    /// seqs from 1 again. Each subscription is told so by a `lagged` marker without a
+    /// count (how many it missed is unknown), and resumes from the new engine's first
+    /// event.
+    pub(super) fn welcomed(&mut self, jobs: &Jobs, engine_id: Option<u64>) {
+        let before = std::mem::replace(&mut self.engine_id, engine_id);
+        if before.is_none() || engine_id.is_none() || before == engine_id {
+            return;
+        }
+        for s in self.subs.values_mut().filter(|s| s.last.is_some()) {
+            s.last = Some(0);
+            s.queue.push(Arc::new(Event::lagged(0)));
+            jobs.schedule(&s.queue);
+        }
+    }
+
     /// The server acknowledged activity of `session` sent at `sent`: its TTL counts from
     /// there at the latest.
     fn active(&mut self, session: SessionId, sent: Instant) {
@@ -711,6 +732,10 @@ impl Link for RemoteLink {
         self.shared
             .durable
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn engine_id(&self) -> Option<u64> {
+        self.lock().engine_id
     }
 
     fn request(&self, cmd: Command) -> Result<reply::Receiver<Result<Reply>>> {
