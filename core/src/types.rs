@@ -26,13 +26,36 @@ pub const DEFAULT_PRIORITY: u8 = 100;
 /// How a lease holds its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Mode {
     /// Conflicts with everything.
     Exclusive,
     /// Compatible with other shared holders (alias `observer`).
     #[serde(alias = "observer")]
     Shared,
+}
+
+/// The schema lists the alias too, which a request may use (an answer never does): the
+/// derived one would leave it out.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Mode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["exclusive", "shared", "observer"]))
+            .description(Some(
+                "`exclusive` conflicts with everything; `shared` (alias `observer`, accepted \
+                 in requests; answers say `shared`) is compatible with `shared`.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Mode {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Mode")
+    }
 }
 
 impl Mode {

@@ -159,6 +159,7 @@ def test_the_openapi_document_is_whole(server: Server) -> None:
     assert table <= documented, table - documented
     schemas = doc["components"]["schemas"]
     assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert schemas["Mode"]["enum"] == ["exclusive", "shared", "observer"]  # the alias too
 
     def refs(v: Any) -> list[str]:
         if isinstance(v, dict):
