@@ -336,7 +336,7 @@ typedef struct interlock_event {
    * `"session_opened"`, `"session_closed"`, `"session_expired"`, `"session_stale"`,
    * `"session_revived"`, `"acquired"`, `"released"`, `"expired"`, `"force_released"`,
    * `"preempted"`, `"queued"`, `"dequeued"`, or `"lagged"` (events were missed here:
-   * `position` in `json` says how many).
+   * `position` in `json` says how many, `null` if unknown: the seqs begin again).
    */
   const char *kind;
   /**

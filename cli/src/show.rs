@@ -228,8 +228,10 @@ pub fn sessions(list: &[SessionInfo]) -> String {
 
 fn event_line(e: &Event) -> String {
     if e.kind == interlock::EventKind::Lagged {
-        let n = e.position().unwrap_or(0);
-        return format!("lagged: {n} events were missed here");
+        return match e.position() {
+            Some(n) => format!("lagged: {n} events were missed here"),
+            None => "lagged: events were missed here, and the seqs begin again".to_string(),
+        };
     }
     let mut parts = vec![format!("#{}", e.seq), e.kind.as_str().to_string()];
     if let Some(r) = &e.resource {

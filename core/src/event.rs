@@ -27,7 +27,8 @@ pub enum EventKind {
     Preempted,
     Queued,
     Dequeued,
-    /// Only in subscriptions: `position` events were missed here.
+    /// Only in subscriptions: `position` events were missed here (no `position`: an unknown
+    /// number, and the seqs begin again, as after a restart without the journal).
     Lagged,
 }
 

@@ -219,7 +219,9 @@ pub enum Command {
         #[serde(default)]
         limit: Option<usize>,
     },
-    /// The global ring's events after `since`, and how many of them are already gone.
+    /// The global ring's events after `since`, and how many of them are already gone. A
+    /// `since` beyond the newest seq is another history's (an engine restarted without
+    /// its journal counts from 1 again): then the whole ring, and an unknown number gone.
     Replay {
         since: u64,
     },
@@ -305,7 +307,8 @@ pub enum Reply {
     History(Vec<Arc<Event>>),
     Replay {
         events: Vec<Arc<Event>>,
-        missed: u64,
+        /// How many events after `since` are gone; `None`: unknown (another history).
+        missed: Option<u64>,
     },
 }
 

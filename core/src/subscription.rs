@@ -106,12 +106,13 @@ impl SubQueue {
     }
 
     /// Queues the events a subscription asked to replay, after a marker for those already
-    /// gone.
-    pub(crate) fn replay(&self, missed: u64, events: Vec<Arc<Event>>) {
+    /// gone (without a count if how many is unknown: `missed` is `None`).
+    pub(crate) fn replay(&self, missed: Option<u64>, events: Vec<Arc<Event>>) {
         let mut q = self.lock();
         let before = q.events.len();
-        if missed > 0 {
-            q.events.push_back(Arc::new(Event::lagged(missed)));
+        if missed != Some(0) {
+            q.events
+                .push_back(Arc::new(Event::lagged(missed.unwrap_or(0))));
         }
         q.events
             .extend(events.into_iter().filter(|e| self.wants(e)));
@@ -319,7 +320,7 @@ mod tests {
     #[test]
     fn a_replay_is_kept_whole_beyond_the_capacity() {
         let q = SubQueue::new(None, 2, None);
-        q.replay(4, (5..=9).map(ev).collect());
+        q.replay(Some(4), (5..=9).map(ev).collect());
         q.push(ev(10));
         q.push(ev(11));
         use EventKind::{Acquired as A, Lagged as L};

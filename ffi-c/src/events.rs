@@ -48,7 +48,7 @@ pub struct interlock_event {
     /// `"session_opened"`, `"session_closed"`, `"session_expired"`, `"session_stale"`,
     /// `"session_revived"`, `"acquired"`, `"released"`, `"expired"`, `"force_released"`,
     /// `"preempted"`, `"queued"`, `"dequeued"`, or `"lagged"` (events were missed here:
-    /// `position` in `json` says how many).
+    /// `position` in `json` says how many, `null` if unknown: the seqs begin again).
     pub kind: *const c_char,
     /// The resource, or NULL for session events.
     pub resource: *const c_char,

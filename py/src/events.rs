@@ -17,7 +17,8 @@ use crate::helper;
 const SLICE: Duration = Duration::from_millis(50);
 
 /// Something that happened. Fields that do not apply are `None`; there is never a token.
-/// For `lagged`, `position` is the number of events missed.
+/// For `lagged`, `position` is the number of events missed (`None`: unknown, and the seqs
+/// begin again: another history).
 #[pyclass(module = "interlock", frozen, eq)]
 #[derive(PartialEq)]
 pub(crate) struct Event(Arc<interlock::Event>);

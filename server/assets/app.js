@@ -197,6 +197,14 @@ async function retry() {
 function onEvent(message) {
   let ev;
   try { ev = JSON.parse(message.data); } catch (_) { return; }
+  if (ev.kind === "lagged" && ev.position == null) {
+    // No count: the seq this page resumed from is not the server's (it restarted
+    // without a journal); the numbering begins again with the next event.
+    logMarker("renumbered", "⚠ the server restarted without its journal: events are numbered afresh, and what happened before is not in this log");
+    state.lastSeq = null;
+    scheduleRefresh(0);
+    return;
+  }
   if (ev.kind === "lagged") {
     // The server dropped events this page was too slow for: say so, and how many; the
     // tables are refetched, so they are right again.

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -371,6 +372,48 @@ def test_a_subscription_from_before_the_ring_gets_a_lagged_marker(tmp_path: Path
     ring = [next(it) for _ in range(20)]
     assert [e.seq for e in ring] == list(range(last - 19, last + 1))
     eng.close()
+
+
+def sse_events(url: str, last_event_id: int, n: int) -> list[dict[str, str]]:
+    """The first `n` events of `/v1/events` resumed with `Last-Event-ID`, as a browser
+    would: each one's fields (`event`, `id`, `data`)."""
+    req = urllib.request.Request(url + "/v1/events", headers={"Last-Event-ID": str(last_event_id)})
+    events: list[dict[str, str]] = []
+    with urllib.request.urlopen(req, timeout=10) as r:
+        fields: dict[str, str] = {}
+        while len(events) < n:
+            line = r.readline().decode().rstrip("\n")
+            if line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+            elif "data" in fields:
+                events.append(fields)
+                fields = {}
+    return events
+
+
+def test_an_event_stream_resumed_on_another_history_is_told_so(serve: Serve, tmp_path: Path) -> None:
+    """A browser resumes its event stream with the `Last-Event-ID` it last saw. A server
+    restarted on another journal (a new file, or none) numbers its events afresh: the
+    stream says so with a `lagged` marker without a count, then gives that engine's events
+    from #1, rather than nothing until the new seqs pass the old one."""
+    srv = serve()
+    eng = interlock.connect(srv.url)
+    s = eng.session("before")
+    for i in range(10):
+        s.acquire(f"r{i}").release()
+    last = eng.history()[-1].seq
+    eng.close()
+    srv.kill9()
+    srv.journal = tmp_path / "another.db"
+    srv.start()
+    code, _ = srv.http("POST", "/v1/sessions", {"name": "after"})
+    assert code == 201
+    marker, opened = sse_events(srv.url, last, 2)
+    assert marker["event"] == "lagged" and "id" not in marker
+    assert json.loads(marker["data"])["position"] is None
+    assert (opened["event"], opened["id"]) == ("session_opened", "1")
+    assert json.loads(opened["data"])["session_name"] == "after"
 
 
 # --- (d) fences and seqs keep increasing across restarts --------------------------------

@@ -127,6 +127,21 @@ def test_since_zero_replays_everything_still_in_the_ring(eng: interlock.Engine) 
     assert [e.kind for e in take(sub, 2)] == ["session_opened", "acquired"]
 
 
+def test_since_beyond_the_newest_seq_is_another_history(eng: interlock.Engine) -> None:
+    """A seq the engine has not reached (one a client kept from before a restart without
+    the journal) is another history's: a lagged marker without a count, then everything
+    the ring holds, then live events."""
+    s = eng.session("a")
+    s.acquire("r")
+    ring = [e.seq for e in eng.history()]
+    sub = eng.subscribe(since=ring[-1] + 100)
+    marker = next(sub)
+    assert marker.kind == "lagged" and marker.position is None
+    assert [e.seq for e in take(sub, len(ring))] == ring
+    s.close()
+    assert next(sub).kind == "released"
+
+
 def test_since_after_events_left_the_ring_starts_with_lagged(make_engine: Engines) -> None:
     with make_engine(global_history=5) as eng:
         s = eng.session("a")

@@ -98,15 +98,20 @@ impl State {
     }
 
     pub(super) fn replay(&self, since: u64) -> Reply {
+        // A seq not reached yet is another history's (an engine restarted without its
+        // journal counts from 1 again): all of this one is new to the asker, and how much
+        // of the other it missed is unknown.
+        let foreign = since > self.last_seq();
+        let after = if foreign { 0 } else { since };
         let oldest = self.global.iter().next().map_or(self.next_seq, |e| e.seq);
         Reply::Replay {
             events: self
                 .global
                 .iter()
-                .filter(|e| e.seq > since)
+                .filter(|e| e.seq > after)
                 .cloned()
                 .collect(),
-            missed: oldest.saturating_sub(since.saturating_add(1)),
+            missed: (!foreign).then(|| oldest.saturating_sub(since.saturating_add(1))),
         }
     }
 }

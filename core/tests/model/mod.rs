@@ -138,7 +138,7 @@ pub enum Answer {
     History(Vec<Ev>),
     Replay {
         events: Vec<Ev>,
-        missed: u64,
+        missed: Option<u64>,
     },
 }
 
@@ -709,15 +709,19 @@ impl Model {
                 Ok(Answer::History(events))
             }
             Command::Replay { since } => {
+                // A seq not reached yet is another history's: the whole ring, and an
+                // unknown number missed.
+                let ahead = *since >= self.next_seq;
+                let after = if ahead { 0 } else { *since };
                 let oldest = self.global.front().map_or(self.next_seq, |e| e.seq);
                 Ok(Answer::Replay {
                     events: self
                         .global
                         .iter()
-                        .filter(|e| e.seq > *since)
+                        .filter(|e| e.seq > after)
                         .cloned()
                         .collect(),
-                    missed: oldest.saturating_sub(since.saturating_add(1)),
+                    missed: (!ahead).then(|| oldest.saturating_sub(after.saturating_add(1))),
                 })
             }
             Command::Close => {
@@ -1542,7 +1546,7 @@ pub enum Op {
         limit: Option<u8>,
     },
     Replay {
-        /// How far below the newest seq.
+        /// How far below two past the newest seq (0 and 1: a seq not reached yet).
         back: u8,
     },
     Tick,
@@ -1764,7 +1768,7 @@ impl Driver {
                 limit: limit.map(usize::from),
             },
             Op::Replay { back } => Command::Replay {
-                since: self.newest_seq.saturating_sub(u64::from(*back)),
+                since: (self.newest_seq + 2).saturating_sub(u64::from(*back)),
             },
             Op::Tick => Command::Tick,
             Op::CloseEngine => Command::Close,

@@ -576,8 +576,10 @@ fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: Ser
                 let _ = tx.send(ClientMsg::Unsubscribe { sub });
                 return;
             }
+            // A subscription's seqs increase, except after a `since` of another history
+            // (a lagged marker without a count): the last event is where it goes on from.
             if event.kind != crate::event::EventKind::Lagged {
-                s.last = Some(s.last.map_or(event.seq, |last| last.max(event.seq)));
+                s.last = Some(event.seq);
             }
             s.queue.push(Arc::new(event));
             jobs.schedule(&s.queue);
