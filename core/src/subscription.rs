@@ -31,6 +31,9 @@ struct Inner {
     events: VecDeque<Arc<Event>>,
     /// Events dropped just before the front of `events`.
     missed: u64,
+    /// A `lagged` marker without a count was among them: the marker in their place has
+    /// none either.
+    uncounted: bool,
     /// Replayed events still queued: they may exceed the capacity (the global ring bounds
     /// them, and a reconnecting client must get all that it still holds).
     replayed: usize,
@@ -50,6 +53,7 @@ impl SubQueue {
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
                 missed: 0,
+                uncounted: false,
                 replayed: 0,
                 closed: false,
                 sleepers: 0,
@@ -88,10 +92,11 @@ impl SubQueue {
                 break;
             };
             q.replayed = q.replayed.saturating_sub(1);
-            q.missed += match old.kind {
-                EventKind::Lagged => old.position().unwrap_or(0),
-                _ => 1,
-            };
+            match (old.kind, old.position()) {
+                (EventKind::Lagged, Some(n)) => q.missed += n,
+                (EventKind::Lagged, None) => q.uncounted = true,
+                _ => q.missed += 1,
+            }
         }
         q.events.push_back(ev);
         let waker = q.waker.take();
@@ -120,8 +125,14 @@ impl SubQueue {
     }
 
     fn pop(q: &mut Inner) -> Option<Arc<Event>> {
-        if q.missed > 0 {
-            return Some(Arc::new(Event::lagged(std::mem::take(&mut q.missed))));
+        if q.missed > 0 || q.uncounted {
+            let missed = std::mem::take(&mut q.missed);
+            let count = if std::mem::take(&mut q.uncounted) {
+                0
+            } else {
+                missed
+            };
+            return Some(Arc::new(Event::lagged(count)));
         }
         let ev = q.events.pop_front()?;
         q.replayed = q.replayed.saturating_sub(1);
@@ -134,7 +145,7 @@ impl SubQueue {
 
     pub(crate) fn is_empty(&self) -> bool {
         let q = self.lock();
-        q.events.is_empty() && q.missed == 0
+        q.events.is_empty() && q.missed == 0 && !q.uncounted
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -315,6 +326,19 @@ mod tests {
             q.push(ev(seq));
         }
         assert_eq!(drain(&q), [(L, 3), (A, 5), (A, 6)]);
+    }
+
+    #[test]
+    fn a_marker_without_a_count_that_makes_room_leaves_one_without_a_count() {
+        let q = SubQueue::new(None, 2, None);
+        q.push(Arc::new(Event::lagged(0))); // another history begins (the remote link's)
+        for seq in 1..=3 {
+            q.push(ev(seq));
+        }
+        use EventKind::{Acquired as A, Lagged as L};
+        let first = q.try_pop().expect("a marker");
+        assert_eq!((first.kind, first.position()), (L, None));
+        assert_eq!(drain(&q), [(A, 2), (A, 3)]);
     }
 
     #[test]

@@ -87,9 +87,12 @@ impl<T: Named> Table<T> {
 /// insertions, so that a late caller can still be told how a thing ended.
 #[derive(Debug)]
 pub(crate) struct Recent<K, V> {
-    map: HashMap<K, V>,
-    /// Keys, oldest first (a key inserted twice is here twice).
-    order: VecDeque<K>,
+    /// Each value with the number of its insertion.
+    map: HashMap<K, (u64, V)>,
+    /// Keys with the number of their insertion, oldest first: an older insertion of a key
+    /// inserted again, or removed, forgets nothing when it leaves.
+    order: VecDeque<(K, u64)>,
+    inserted: u64,
     cap: usize,
 }
 
@@ -98,36 +101,41 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
         Recent {
             map: HashMap::default(),
             order: VecDeque::new(),
+            inserted: 0,
             cap,
         }
     }
 
     /// Inserts `key`, and forgets the oldest insertions beyond `cap`.
     pub(crate) fn insert(&mut self, key: K, value: V) {
-        self.map.insert(key.clone(), value);
-        self.order.push_back(key);
+        self.inserted += 1;
+        self.map.insert(key.clone(), (self.inserted, value));
+        self.order.push_back((key, self.inserted));
         while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
+            let Some((old, n)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|(m, _)| *m == n) {
                 self.map.remove(&old);
             }
         }
     }
 
     pub(crate) fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key)
+        self.map.get(key).map(|(_, v)| v)
     }
 
     pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
-        self.map.remove(key)
+        self.map.remove(key).map(|(_, v)| v)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter()
+        self.map.iter().map(|(k, (_, v))| (k, v))
     }
 
-    /// The keys in the order they were inserted.
-    pub(crate) fn order(&self) -> &VecDeque<K> {
-        &self.order
+    /// The keys of the latest insertions, oldest first.
+    pub(crate) fn order(&self) -> impl Iterator<Item = &K> {
+        self.order.iter().map(|(k, _)| k)
     }
 }
 
@@ -144,6 +152,14 @@ mod tests {
         assert_eq!(recent.get(&1), None);
         assert_eq!((recent.get(&2), recent.get(&3)), (Some(&"b"), Some(&"c")));
         assert_eq!(recent.remove(&2), Some("b"));
-        assert_eq!(recent.order().iter().copied().collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(recent.order().copied().collect::<Vec<_>>(), [2, 3]);
+        // A key removed, or inserted again, is not forgotten when its older insertion
+        // leaves.
+        recent.insert(2, "B");
+        assert_eq!(recent.get(&2), Some(&"B"));
+        recent.insert(3, "C");
+        assert_eq!((recent.get(&2), recent.get(&3)), (Some(&"B"), Some(&"C")));
+        recent.insert(4, "d");
+        assert_eq!((recent.get(&2), recent.get(&3)), (None, Some(&"C")));
     }
 }

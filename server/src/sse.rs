@@ -78,8 +78,10 @@ fn sse_stream(
                 let sse = Sse::default()
                     .event(ev.kind.as_str())
                     .retry(Duration::from_secs(1));
-                let sse = match ev.kind {
-                    EventKind::Lagged => {
+                let sse = match (ev.kind, ev.position()) {
+                    // Another history: the browser resumes from its start next time.
+                    (EventKind::Lagged, None) => sse.id("0"),
+                    (EventKind::Lagged, Some(_)) => {
                         lags.retain(|t| t.elapsed() < Duration::from_secs(60));
                         lags.push(Instant::now());
                         if lags.len() > strikes {

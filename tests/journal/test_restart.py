@@ -395,8 +395,8 @@ def sse_events(url: str, last_event_id: int, n: int) -> list[dict[str, str]]:
 def test_an_event_stream_resumed_on_another_history_is_told_so(serve: Serve, tmp_path: Path) -> None:
     """A browser resumes its event stream with the `Last-Event-ID` it last saw. A server
     restarted on another journal (a new file, or none) numbers its events afresh: the
-    stream says so with a `lagged` marker without a count, then gives that engine's events
-    from #1, rather than nothing until the new seqs pass the old one."""
+    stream says so with a `lagged` marker without a count (and the id 0), then gives that
+    engine's events from #1, rather than nothing until the new seqs pass the old one."""
     srv = serve()
     eng = interlock.connect(srv.url)
     s = eng.session("before")
@@ -410,10 +410,14 @@ def test_an_event_stream_resumed_on_another_history_is_told_so(serve: Serve, tmp
     code, _ = srv.http("POST", "/v1/sessions", {"name": "after"})
     assert code == 201
     marker, opened = sse_events(srv.url, last, 2)
-    assert marker["event"] == "lagged" and "id" not in marker
-    assert json.loads(marker["data"])["position"] is None
+    assert marker["event"] == "lagged" and json.loads(marker["data"])["position"] is None
     assert (opened["event"], opened["id"]) == ("session_opened", "1")
     assert json.loads(opened["data"])["session_name"] == "after"
+    # The marker's id is where the browser resumes if the stream drops before another
+    # event: the new history's start, which it then gets with no marker again.
+    assert marker["id"] == "0"
+    (again,) = sse_events(srv.url, 0, 1)
+    assert (again["event"], again["id"]) == ("session_opened", "1")
 
 
 # --- (d) fences and seqs keep increasing across restarts --------------------------------

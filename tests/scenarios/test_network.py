@@ -213,6 +213,39 @@ def test_a_token_the_link_gave_up_during_a_cut_is_lost_not_invalid(lab: Lab) -> 
         eng.close()
 
 
+def test_a_renew_answered_after_the_link_gave_its_lease_up_is_lost(lab: Lab) -> None:
+    """A renew by token sent just before a cut, and answered by the server only after the
+    link gave the lease up by its own clock, raises LockLost: the holder's `on_lost` has
+    run, and the link releases the lease, whatever the server renewed."""
+    server = lab.server()
+    proxy = lab.proxy(server)
+    eng = interlock.connect(proxy.url, session_ttl=1.0)
+    try:
+        holder = eng.session("holder", on_expire="keep")
+        lease = holder.acquire("psu")
+        proxy.swallow()  # what is sent from now on waits in the proxy until the resume
+        outcome: list[object] = []
+
+        def renew() -> None:
+            try:
+                outcome.append(eng.renew("psu", lease.token))
+            except interlock.Error as e:
+                outcome.append(e)
+
+        renewing = threading.Thread(target=renew)
+        renewing.start()
+        wait_until(lambda: not lease.valid, timeout=5, what="the link to give the lease up")
+        assert renewing.is_alive(), "the renew was answered during the cut"
+        proxy.resume()
+        renewing.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], interlock.LockLost), outcome
+        assert "connection_lost" in str(outcome[0])
+        wait_until(lambda: holder_ids(server, "psu") == [], what="the release to be sent")
+    finally:
+        proxy.resume()
+        eng.close()
+
+
 def test_a_release_waiting_for_a_durable_server_lets_other_threads_run(
         lab: Lab, tmp_path) -> None:
     """A release to a server with a journal waits for its answer without the GIL (the

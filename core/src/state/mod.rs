@@ -338,13 +338,10 @@ impl State {
         let _ = write!(out, "deadlines {deadlines:?};");
         let mut ended: Vec<_> = self.ended.iter().collect();
         ended.sort();
-        let mut lost: Vec<_> = self.lost.order().iter().map(|h| h.to_hex()).collect();
+        let mut lost: Vec<_> = self.lost.order().map(|h| h.to_hex()).collect();
         lost.sort();
-        let _ = write!(
-            out,
-            "ended {ended:?} {:?} lost {lost:?}",
-            self.ended.order()
-        );
+        let ended_order: Vec<_> = self.ended.order().collect();
+        let _ = write!(out, "ended {ended:?} {ended_order:?} lost {lost:?}");
         Sha256::digest(out.as_bytes()).into()
     }
 }

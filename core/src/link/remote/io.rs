@@ -556,8 +556,13 @@ fn receive(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<ClientMsg>, msg: Ser
             if let Some(s) = st.subs.get_mut(&sub) {
                 // Only a live-only subscription starts at the head; one that resumes
                 // (or asked for a replay) goes on from what it delivered, whatever head
-                // this connection reports.
-                s.last.get_or_insert(head);
+                // this connection reports. A head below that is another history's (the
+                // server replays all of it): its seqs count from the start again.
+                match s.last {
+                    Some(last) if head < last => s.last = Some(0),
+                    Some(_) => {}
+                    None => s.last = Some(head),
+                }
                 if let Some(started) = s.started.take() {
                     let _ = started.send(Ok(head));
                 }

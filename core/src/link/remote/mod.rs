@@ -407,6 +407,9 @@ impl LinkState {
         if before.is_none() || engine_id.is_none() || before == engine_id {
             return;
         }
+        // Ends the old engine told of before their grants came are not this one's (whose
+        // fences may be the same numbers).
+        self.early_ends = Recent::new(RECENT_ENDS);
         for s in self.subs.values_mut().filter(|s| s.last.is_some()) {
             s.last = Some(0);
             s.queue.push(Arc::new(Event::lagged(0)));
@@ -525,7 +528,11 @@ impl LinkState {
     fn lose_session(&mut self, jobs: &Jobs, session: SessionId, reason: LostReason) {
         for fence in self.leases_of(session) {
             if let Some(w) = self.leases.get(&fence) {
-                self.given_up.insert(w.token, (w.resource.clone(), reason));
+                // One its holder let go of was released, not lost: a second release of
+                // it is answered by the server, as the engine answers.
+                if !w.let_go {
+                    self.given_up.insert(w.token, (w.resource.clone(), reason));
+                }
                 if reason == LostReason::ConnectionLost {
                     let lease = Unwatched {
                         resource: w.resource.clone(),
@@ -541,9 +548,16 @@ impl LinkState {
 
     /// `LockLost`, if `cmd` hands back the token of a lease given up here.
     fn given_up_by(&self, cmd: &Command) -> Result<()> {
-        let (Command::Release { token, .. } | Command::Renew { token, .. }) = cmd else {
-            return Ok(());
-        };
+        match cmd {
+            Command::Release { token, .. } | Command::Renew { token, .. } => {
+                self.given_up_token(token)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `LockLost`, if `token` is of a lease given up here.
+    fn given_up_token(&self, token: &Token) -> Result<()> {
         match self.given_up.get(token) {
             Some((resource, reason)) => Err(Error::LockLost {
                 resource: resource.to_string(),
@@ -572,8 +586,11 @@ impl LinkState {
         ttl: Option<Duration>,
         sent: Instant,
     ) -> Result<()> {
+        // Not watched: given up here while the renew was on its way (the server renewed
+        // a lease the link had already ended and arranged to release), or not this
+        // link's.
         let Some((&fence, w)) = self.leases.iter_mut().find(|(_, w)| w.token == token) else {
-            return Ok(());
+            return self.given_up_token(&token);
         };
         if w.cell.get() == LeaseState::Held {
             w.ttl = ttl.or(w.ttl);
