@@ -9,18 +9,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import random
 import statistics
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
 import interlock
 
 from harness import Lab, Server, Worker, history, holder_ids, wait_queued, wait_until
+from proxy import Proxy
 
 LEASE_ENDS = ("released", "expired", "force_released", "preempted")
 
@@ -185,18 +187,29 @@ def test_a_lease_ttl_runs_out_on_the_holders_clock_during_a_cut(lab: Lab) -> Non
         eng.close()
 
 
-def test_a_token_the_link_gave_up_during_a_cut_is_lost_not_invalid(lab: Lab) -> None:
-    """The engine's release and renew by token of a lease the link gave up during a cut
-    raise LockLost, as an embedded engine's do for a lease it lost, even once the link has
-    released it on the server (which then knows the token only as released). The session
-    keeps its leases while stale (`on_expire="keep"`), so the server has not ended them."""
+@contextlib.contextmanager
+def held_through_a_cut(lab: Lab) -> Iterator[tuple[Server, Proxy, interlock.Engine, interlock.Lease]]:
+    """A lease held through a proxy that has just begun to swallow traffic (what is sent
+    from then on waits in the proxy until `proxy.resume()`). Its session has a 1 s TTL
+    and keeps its leases while stale (`on_expire="keep"`), so the server does not end
+    them when the link gives them up."""
     server = lab.server()
     proxy = lab.proxy(server)
     eng = interlock.connect(proxy.url, session_ttl=1.0)
     try:
-        holder = eng.session("holder", on_expire="keep")
-        lease = holder.acquire("psu")
+        lease = eng.session("holder", on_expire="keep").acquire("psu")
         proxy.swallow()
+        yield server, proxy, eng, lease
+    finally:
+        proxy.resume()
+        eng.close()
+
+
+def test_a_token_the_link_gave_up_during_a_cut_is_lost_not_invalid(lab: Lab) -> None:
+    """The engine's release and renew by token of a lease the link gave up during a cut
+    raise LockLost, as an embedded engine's do for a lease it lost, even once the link has
+    released it on the server (which then knows the token only as released)."""
+    with held_through_a_cut(lab) as (server, proxy, eng, lease):
         wait_until(lambda: not lease.valid, timeout=5, what="the link to give the lease up")
         assert lease.lost_reason == "connection_lost"
         proxy.resume()
@@ -208,22 +221,13 @@ def test_a_token_the_link_gave_up_during_a_cut_is_lost_not_invalid(lab: Lab) -> 
             assert "connection_lost" in str(lost.value), lost.value
         with pytest.raises(interlock.LockLost):
             lease.release()
-    finally:
-        proxy.resume()
-        eng.close()
 
 
 def test_a_renew_answered_after_the_link_gave_its_lease_up_is_lost(lab: Lab) -> None:
-    """A renew by token sent just before a cut, and answered by the server only after the
-    link gave the lease up by its own clock, raises LockLost: the holder's `on_lost` has
-    run, and the link releases the lease, whatever the server renewed."""
-    server = lab.server()
-    proxy = lab.proxy(server)
-    eng = interlock.connect(proxy.url, session_ttl=1.0)
-    try:
-        holder = eng.session("holder", on_expire="keep")
-        lease = holder.acquire("psu")
-        proxy.swallow()  # what is sent from now on waits in the proxy until the resume
+    """A renew by token sent during a cut, and answered by the server only after the link
+    gave the lease up by its own clock, raises LockLost: the holder's `on_lost` has run,
+    and the link releases the lease, whatever the server renewed."""
+    with held_through_a_cut(lab) as (server, proxy, eng, lease):
         outcome: list[object] = []
 
         def renew() -> None:
@@ -241,9 +245,6 @@ def test_a_renew_answered_after_the_link_gave_its_lease_up_is_lost(lab: Lab) -> 
         assert len(outcome) == 1 and isinstance(outcome[0], interlock.LockLost), outcome
         assert "connection_lost" in str(outcome[0])
         wait_until(lambda: holder_ids(server, "psu") == [], what="the release to be sent")
-    finally:
-        proxy.resume()
-        eng.close()
 
 
 def test_a_release_waiting_for_a_durable_server_lets_other_threads_run(
