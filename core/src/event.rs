@@ -106,9 +106,10 @@ impl Event {
         }
     }
 
-    pub(crate) fn lagged(missed: u64) -> Self {
+    /// The marker of `missed` events; `None`: an unknown number (another history).
+    pub(crate) fn lagged(missed: Option<u64>) -> Self {
         Event {
-            number: NonZeroU64::new(missed),
+            number: missed.and_then(NonZeroU64::new),
             ..Event::blank(0.0, EventKind::Lagged)
         }
     }

@@ -116,8 +116,7 @@ impl SubQueue {
         let mut q = self.lock();
         let before = q.events.len();
         if missed != Some(0) {
-            q.events
-                .push_back(Arc::new(Event::lagged(missed.unwrap_or(0))));
+            q.events.push_back(Arc::new(Event::lagged(missed)));
         }
         q.events
             .extend(events.into_iter().filter(|e| self.wants(e)));
@@ -127,12 +126,8 @@ impl SubQueue {
     fn pop(q: &mut Inner) -> Option<Arc<Event>> {
         if q.missed > 0 || q.uncounted {
             let missed = std::mem::take(&mut q.missed);
-            let count = if std::mem::take(&mut q.uncounted) {
-                0
-            } else {
-                missed
-            };
-            return Some(Arc::new(Event::lagged(count)));
+            let counted = !std::mem::take(&mut q.uncounted);
+            return Some(Arc::new(Event::lagged(counted.then_some(missed))));
         }
         let ev = q.events.pop_front()?;
         q.replayed = q.replayed.saturating_sub(1);
@@ -331,7 +326,7 @@ mod tests {
     #[test]
     fn a_marker_without_a_count_that_makes_room_leaves_one_without_a_count() {
         let q = SubQueue::new(None, 2, None);
-        q.push(Arc::new(Event::lagged(0))); // another history begins (the remote link's)
+        q.push(Arc::new(Event::lagged(None))); // another history begins (the remote link's)
         for seq in 1..=3 {
             q.push(ev(seq));
         }

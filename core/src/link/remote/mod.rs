@@ -412,7 +412,7 @@ impl LinkState {
         self.early_ends = Recent::new(RECENT_ENDS);
         for s in self.subs.values_mut().filter(|s| s.last.is_some()) {
             s.last = Some(0);
-            s.queue.push(Arc::new(Event::lagged(0)));
+            s.queue.push(Arc::new(Event::lagged(None)));
             jobs.schedule(&s.queue);
         }
     }
